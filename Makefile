@@ -11,6 +11,8 @@ PY         := .venv/bin/python
 APT_DATA   := dataset-fashion-mnist trans-de-en
 PYTEST_ARGS ?=
 
+# The cached venv may be shared by several clones: this clone's sources always come first.
+export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 export KERAS_BACKEND = tensorflow
 export TF_CPP_MIN_LOG_LEVEL = 2
 
@@ -20,9 +22,11 @@ help:
 	@echo "make test   install everything (first run: minutes) and run the test suite"
 	@echo "make demo   install everything and run the default recipe end to end"
 
-venv: .venv/.bigkeras-$(REQ_HASH)
+STAMP := build/venv-$(REQ_HASH).stamp
 
-.venv/.bigkeras-$(REQ_HASH): setup.cfg pyproject.toml
+venv: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml
 	@if [ ! -f "$(VENV_DIR)/.complete" ]; then \
 	  echo "== creating the virtual environment in $(VENV_DIR) (first time: a few minutes)"; \
 	  rm -rf "$(VENV_DIR)" && mkdir -p "$(VENV_CACHE)" && \
@@ -34,7 +38,7 @@ venv: .venv/.bigkeras-$(REQ_HASH)
 	else echo "== reusing the virtual environment $(VENV_DIR)"; fi
 	@rm -rf .venv && ln -s "$(VENV_DIR)" .venv
 	@$(PY) -m pip install -q --no-deps --no-build-isolation -e . >/dev/null
-	@touch $@
+	@mkdir -p build && touch $@
 
 data:
 	@missing=""; for p in $(APT_DATA); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \

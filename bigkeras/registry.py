@@ -53,7 +53,7 @@ def get(name: str) -> ModelSpec:
         raise ValueError(f"Unknown model {name!r}. Known models: {known}.") from None
 
 
-def build(name: str, **overrides: Any) -> keras.Model:
+def build(name: str, /, **overrides: Any) -> keras.Model:
     """Build the registered model ``name`` with ``overrides`` merged over its preset.
 
     Example:

@@ -1,0 +1,272 @@
+"""Transformer building blocks shared by the encoder classifier, BERT, GPT and seq2seq.
+
+Three layers, each registered for ``.keras`` loading without ``custom_objects`` and each
+with a ``get_config()`` that returns exactly its constructor arguments:
+
+- ``TokenAndPositionEmbedding``: token embedding plus a learned position embedding.
+- ``TransformerEncoderBlock``: self-attention and a feed-forward network, each with a
+  residual connection and layer normalisation, pre-norm or post-norm.
+- ``MaskedMeanPooling``: the mean over the real (unpadded) positions of a sequence.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers, ops
+
+from bigkeras import checks
+
+
+@keras.saving.register_keras_serializable(package="bigkeras")
+class TokenAndPositionEmbedding(keras.layers.Layer):
+    """Sum of a token embedding and a learned absolute position embedding.
+
+    As in BERT and GPT-2 (Devlin et al., 2018, https://arxiv.org/abs/1810.04805; Radford
+    et al., 2019). Position ``i`` of the input gets position embedding ``start_index + i``,
+    so inputs may be shorter than ``sequence_length`` (and cached decoding can feed one
+    token at a time).
+
+    Args:
+        vocab_size: int, the number of token ids.
+        sequence_length: int, the longest sequence (rows of the position table).
+        hidden_dim: int, the embedding width.
+        embeddings_initializer: initializer name or object for both tables.
+            Default ``"glorot_uniform"``.
+        **kwargs: base ``keras.layers.Layer`` arguments (``name``, ``dtype``, ...).
+
+    Attributes:
+        token_embedding: the ``keras.layers.Embedding`` of token ids; its ``embeddings``
+            can be tied to an output projection (``token_embedding.embeddings``).
+        position_embedding: the ``keras.layers.Embedding`` of positions.
+
+    Example:
+        >>> embed = TokenAndPositionEmbedding(vocab_size=100, sequence_length=16, hidden_dim=32)
+        >>> embed(np.zeros((2, 16), "int32")).shape
+        (2, 16, 32)
+    """
+
+    def __init__(
+        self,
+        *,
+        vocab_size: int,
+        sequence_length: int,
+        hidden_dim: int,
+        embeddings_initializer="glorot_uniform",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.vocab_size = checks.positive_int("vocab_size", vocab_size)
+        self.sequence_length = checks.positive_int("sequence_length", sequence_length)
+        self.hidden_dim = checks.positive_int("hidden_dim", hidden_dim)
+        self.embeddings_initializer = keras.initializers.get(embeddings_initializer)
+        self.token_embedding = layers.Embedding(
+            vocab_size,
+            hidden_dim,
+            embeddings_initializer=keras.initializers.get(keras.initializers.serialize(self.embeddings_initializer)),
+            dtype=self.dtype_policy,
+            name="token_embedding",
+        )
+        self.position_embedding = layers.Embedding(
+            sequence_length,
+            hidden_dim,
+            embeddings_initializer=keras.initializers.get(keras.initializers.serialize(self.embeddings_initializer)),
+            dtype=self.dtype_policy,
+            name="position_embedding",
+        )
+
+    def build(self, input_shape):
+        self.token_embedding.build(input_shape)
+        self.position_embedding.build((None,))
+        self.built = True
+
+    def call(self, token_ids, start_index=0):
+        """Embed ``token_ids`` (batch, seq) into (batch, seq, hidden_dim).
+
+        Args:
+            token_ids: int tensor of shape ``(batch, seq)`` with ``seq <= sequence_length``.
+            start_index: int or scalar tensor, the position of the first token (for cached
+                decoding). Default 0.
+        """
+        length = token_ids.shape[-1]
+        if isinstance(length, int) and isinstance(start_index, int) and start_index + length > self.sequence_length:
+            raise ValueError(
+                f"`token_ids` has {length} positions from `start_index` {start_index}, more than "
+                f"the layer's `sequence_length` {self.sequence_length}."
+            )
+        positions = ops.arange(ops.shape(token_ids)[-1], dtype="int32") + ops.cast(start_index, "int32")
+        # (batch, seq, hidden) + (1, seq, hidden)
+        return self.token_embedding(token_ids) + ops.expand_dims(self.position_embedding(positions), 0)
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape, self.hidden_dim)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            vocab_size=self.vocab_size,
+            sequence_length=self.sequence_length,
+            hidden_dim=self.hidden_dim,
+            embeddings_initializer=keras.initializers.serialize(self.embeddings_initializer),
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="bigkeras")
+class TransformerEncoderBlock(keras.layers.Layer):
+    """One Transformer encoder block: self-attention, then a feed-forward network.
+
+    Vaswani et al., 2017, "Attention Is All You Need" (https://arxiv.org/abs/1706.03762).
+    Each sub-block adds its input back (residual). With ``norm_first=True`` (pre-norm, as in
+    GPT-2 and ViT) the input of each sub-block is normalised, which trains stably without
+    warm-up; a model stacking pre-norm blocks should end with its own ``LayerNormalization``.
+    With ``norm_first=False`` (post-norm, as in the paper and BERT) the residual sum is
+    normalised. Parameter count matches ``keras_hub.layers.TransformerEncoder``.
+
+    Args:
+        hidden_dim: int, the width of the inputs and outputs; divisible by ``num_heads``.
+        num_heads: int, the attention heads; each has ``hidden_dim // num_heads`` dims.
+        intermediate_dim: int, the hidden width of the feed-forward network.
+        dropout: float in [0, 1), on attention probabilities and on each sub-block's
+            output before the residual sum. Default 0.
+        activation: str, the feed-forward activation. Default ``"gelu"``.
+        norm_first: bool, pre-norm (True, default) or post-norm (False).
+        layer_norm_epsilon: float, the layer-normalisation epsilon. Default 1e-5.
+        **kwargs: base ``keras.layers.Layer`` arguments (``name``, ``dtype``, ...).
+
+    Example:
+        >>> block = TransformerEncoderBlock(hidden_dim=64, num_heads=4, intermediate_dim=256)
+        >>> x = np.random.rand(2, 10, 64).astype("float32")
+        >>> block(x, padding_mask=np.ones((2, 10), bool)).shape
+        (2, 10, 64)
+    """
+
+    def __init__(
+        self,
+        *,
+        hidden_dim: int,
+        num_heads: int,
+        intermediate_dim: int,
+        dropout: float = 0.0,
+        activation: str = "gelu",
+        norm_first: bool = True,
+        layer_norm_epsilon: float = 1e-5,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.hidden_dim = checks.positive_int("hidden_dim", hidden_dim)
+        self.num_heads = checks.positive_int("num_heads", num_heads)
+        if hidden_dim % num_heads:
+            raise ValueError(
+                f"`hidden_dim` must be divisible by `num_heads`, got hidden_dim={hidden_dim} "
+                f"and num_heads={num_heads}."
+            )
+        self.intermediate_dim = checks.positive_int("intermediate_dim", intermediate_dim)
+        self.dropout = checks.fraction("dropout", dropout)
+        self.activation = keras.activations.serialize(keras.activations.get(activation))
+        self.norm_first = bool(norm_first)
+        if not isinstance(layer_norm_epsilon, (int, float)) or layer_norm_epsilon <= 0:
+            raise ValueError(f"`layer_norm_epsilon` must be a positive number, got {layer_norm_epsilon!r}.")
+        self.layer_norm_epsilon = float(layer_norm_epsilon)
+        self.supports_masking = True
+
+        sub = {"dtype": self.dtype_policy}
+        self.attention = layers.MultiHeadAttention(
+            num_heads, hidden_dim // num_heads, dropout=dropout, name="self_attention", **sub
+        )
+        self.attention_dropout = layers.Dropout(dropout, name="self_attention_dropout", **sub)
+        self.attention_norm = layers.LayerNormalization(
+            epsilon=layer_norm_epsilon, name="self_attention_norm", **sub
+        )
+        self.intermediate = layers.Dense(
+            intermediate_dim, activation=activation, name="ffn_intermediate", **sub
+        )
+        self.output_dense = layers.Dense(hidden_dim, name="ffn_output", **sub)
+        self.ffn_dropout = layers.Dropout(dropout, name="ffn_dropout", **sub)
+        self.ffn_norm = layers.LayerNormalization(epsilon=layer_norm_epsilon, name="ffn_norm", **sub)
+
+    def build(self, input_shape):
+        if input_shape[-1] != self.hidden_dim:
+            raise ValueError(
+                f"The inputs' last axis must equal `hidden_dim`={self.hidden_dim}, "
+                f"got inputs of shape {tuple(input_shape)}."
+            )
+        self.attention.build(input_shape, input_shape)
+        self.attention_norm.build(input_shape)
+        self.ffn_norm.build(input_shape)
+        self.intermediate.build(input_shape)
+        self.output_dense.build((*input_shape[:-1], self.intermediate_dim))
+        self.built = True
+
+    def call(self, x, padding_mask=None, training=None):
+        """Apply the block to ``x`` of shape (batch, seq, hidden_dim).
+
+        Args:
+            x: float tensor ``(batch, seq, hidden_dim)``.
+            padding_mask: optional bool or int tensor ``(batch, seq)``, 1/True for real
+                tokens. Padded positions are never attended to, so the outputs at real
+                positions do not depend on how much padding follows.
+            training: bool, whether dropout is active.
+
+        Returns:
+            A tensor shaped like ``x``.
+        """
+        attention_mask = None
+        if padding_mask is not None:
+            # (batch, 1, seq): every query may attend to every real key.
+            attention_mask = ops.expand_dims(ops.cast(padding_mask, "bool"), 1)
+
+        residual = x
+        if self.norm_first:
+            x = self.attention_norm(x)
+        x = self.attention(x, x, attention_mask=attention_mask, training=training)
+        x = self.attention_dropout(x, training=training) + residual
+        if not self.norm_first:
+            x = self.attention_norm(x)
+
+        residual = x
+        if self.norm_first:
+            x = self.ffn_norm(x)
+        x = self.output_dense(self.intermediate(x))  # (batch, seq, intermediate) -> (batch, seq, hidden)
+        x = self.ffn_dropout(x, training=training) + residual
+        if not self.norm_first:
+            x = self.ffn_norm(x)
+        return x
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            hidden_dim=self.hidden_dim,
+            num_heads=self.num_heads,
+            intermediate_dim=self.intermediate_dim,
+            dropout=self.dropout,
+            activation=self.activation,
+            norm_first=self.norm_first,
+            layer_norm_epsilon=self.layer_norm_epsilon,
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="bigkeras")
+class MaskedMeanPooling(keras.layers.Layer):
+    """Mean over the real positions of a sequence: (batch, seq, dim) -> (batch, dim).
+
+    Unlike ``keras.layers.GlobalAveragePooling1D`` with a mask, a sequence with no real
+    token (an empty text) pools to zeros instead of NaN (0 / 0).
+
+    Example:
+        >>> MaskedMeanPooling()(x, padding_mask=token_ids != 0)
+    """
+
+    def call(self, x, padding_mask=None):
+        """Average ``x`` over the positions where ``padding_mask`` (batch, seq) is true."""
+        if padding_mask is None:
+            return ops.mean(x, axis=1)
+        mask = ops.expand_dims(ops.cast(padding_mask, x.dtype), -1)  # (batch, seq, 1)
+        count = ops.maximum(ops.sum(mask, axis=1), ops.cast(1, x.dtype))  # (batch, 1)
+        return ops.sum(x * mask, axis=1) / count
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[-1])
