@@ -62,14 +62,14 @@ class TokenAndPositionEmbedding(keras.layers.Layer):
         self.token_embedding = layers.Embedding(
             vocab_size,
             hidden_dim,
-            embeddings_initializer=keras.initializers.get(keras.initializers.serialize(self.embeddings_initializer)),
+            embeddings_initializer=_clone(self.embeddings_initializer),
             dtype=self.dtype_policy,
             name="token_embedding",
         )
         self.position_embedding = layers.Embedding(
             sequence_length,
             hidden_dim,
-            embeddings_initializer=keras.initializers.get(keras.initializers.serialize(self.embeddings_initializer)),
+            embeddings_initializer=_clone(self.embeddings_initializer),
             dtype=self.dtype_policy,
             name="position_embedding",
         )
@@ -87,11 +87,12 @@ class TokenAndPositionEmbedding(keras.layers.Layer):
             start_index: int or scalar tensor, the position of the first token (for cached
                 decoding). Default 0.
         """
-        length = token_ids.shape[-1]
-        if isinstance(length, int) and isinstance(start_index, int) and start_index + length > self.sequence_length:
+        length = token_ids.shape[-1]  # None when only known at run time
+        static = isinstance(length, int) and isinstance(start_index, int)
+        if static and start_index + length > self.sequence_length:
             raise ValueError(
-                f"`token_ids` has {length} positions from `start_index` {start_index}, more than "
-                f"the layer's `sequence_length` {self.sequence_length}."
+                f"`token_ids` of length {length} from `start_index` {start_index} do not fit the "
+                f"position table: `sequence_length` is {self.sequence_length}."
             )
         positions = ops.arange(ops.shape(token_ids)[-1], dtype="int32") + ops.cast(start_index, "int32")
         # (batch, seq, hidden) + (1, seq, hidden)
@@ -164,7 +165,8 @@ class TransformerEncoderBlock(keras.layers.Layer):
         self.dropout = checks.fraction("dropout", dropout)
         self.activation = keras.activations.serialize(keras.activations.get(activation))
         self.norm_first = bool(norm_first)
-        if not isinstance(layer_norm_epsilon, (int, float)) or layer_norm_epsilon <= 0:
+        numeric = isinstance(layer_norm_epsilon, (int, float)) and not isinstance(layer_norm_epsilon, bool)
+        if not numeric or layer_norm_epsilon <= 0:
             raise ValueError(f"`layer_norm_epsilon` must be a positive number, got {layer_norm_epsilon!r}.")
         self.layer_norm_epsilon = float(layer_norm_epsilon)
         self.supports_masking = True
@@ -270,3 +272,9 @@ class MaskedMeanPooling(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], input_shape[-1])
+
+
+def _clone(initializer):
+    # A fresh copy per table: one unseeded initializer object reused would fill both
+    # tables with the same values.
+    return initializer.__class__.from_config(initializer.get_config())
