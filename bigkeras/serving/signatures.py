@@ -1,0 +1,440 @@
+"""Serving signatures: raw inputs in, named outputs out, preprocessing inside the graph.
+
+Every bigkeras builder ends in a ``Dense`` named ``logits``; a serving signature wraps the model
+so that a TF Serving client sends what a user has (float images, encoded JPEG/PNG bytes, raw
+strings, prompts) and receives named outputs (``probabilities``, ``class_id``, ``logits``,
+``class_name``, ``completion``). Each signature:
+
+- names its inputs (``images``, ``image_bytes``, ``text``, ``prompt``, ``max_new_tokens``);
+- checks each input's rank and fixed dimensions with ``tf.ensure_shape``, because a loaded
+  signature does not: a request without the batch axis would otherwise reach a kernel and can
+  crash the server process (a CHECK failure) instead of returning InvalidArgument;
+- carries a batch of ``examples`` (real inputs when the caller passes them), used for the
+  warmup file and the parity check.
+
+The factories return ``{signature_name: Signature}`` dicts for ``export_saved_model``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+import keras
+import numpy as np
+import tensorflow as tf
+
+from bigkeras import checks
+
+SERVING_DEFAULT = "serving_default"
+
+
+@dataclass(frozen=True)
+class Signature:
+    """One serving signature: a function of named tensors returning a dict of named tensors.
+
+    Attributes:
+        fn: callable taking keyword arguments named after ``inputs`` and returning a dict.
+        inputs: the input specs, keyed by input name (the names clients send).
+        examples: a batch of example inputs keyed like ``inputs`` (numpy arrays), for warmup
+            and parity.
+        resources: layers or TF resources (lookup tables, tokenizers) the export must track.
+    """
+
+    fn: Callable[..., dict]
+    inputs: Mapping[str, tf.TensorSpec]
+    examples: Mapping[str, np.ndarray] = field(repr=False)
+    resources: tuple = field(default=(), repr=False)
+
+    def __call__(self, **inputs) -> dict:
+        return self.fn(**inputs)
+
+
+# ----------------------------------------------------------------------------- classifiers
+
+
+def classifier_outputs(logits: tf.Tensor, class_names: Sequence[str] | None = None) -> dict:
+    """The named outputs of every classifier signature, from ``(batch, classes)`` logits."""
+    logits = tf.cast(logits, tf.float32)  # mixed-precision models emit float16/bfloat16
+    outputs = {
+        "logits": logits,
+        "probabilities": tf.nn.softmax(logits, axis=-1),
+        "class_id": tf.argmax(logits, axis=-1, output_type=tf.int32),  # (batch,)
+    }
+    if class_names is not None:
+        outputs["class_name"] = tf.gather(tf.constant(list(class_names)), outputs["class_id"])
+    return outputs
+
+
+def classifier_signatures(
+    model: keras.Model,
+    *,
+    class_names: Sequence[str] | None = None,
+    examples: Mapping[str, np.ndarray] | np.ndarray | None = None,
+) -> dict[str, Signature]:
+    """A ``serving_default`` signature over the model's own (named) inputs.
+
+    For models whose inputs are already tensors a client can send (tabular features, token
+    ids with a padding mask).
+
+    Args:
+        model: a ``keras.Model`` whose (single) output is ``(batch, classes)`` logits.
+        class_names: optional sequence of str; adds a ``class_name`` output.
+        examples: optional batch of real inputs (an array, or a dict keyed by input name);
+            random inputs of the right shape and dtype otherwise.
+
+    Returns:
+        ``{"serving_default": Signature}`` with outputs ``logits``, ``probabilities``,
+        ``class_id`` (and ``class_name``).
+
+    Example:
+        >>> sigs = classifier_signatures(bigkeras.build("mlp_tiny"), class_names=["a", "b", "c"])
+    """
+    _check_class_names(model, class_names)
+    specs = {t.name: _tensor_spec(t.shape, t.dtype, t.name) for t in model.inputs}
+    examples = _as_input_dict(examples, specs) if examples is not None else _random_inputs(specs)
+
+    def serve(**inputs):
+        inputs = {k: tf.ensure_shape(v, specs[k].shape) for k, v in inputs.items()}
+        features = inputs if len(inputs) > 1 else next(iter(inputs.values()))
+        return classifier_outputs(model(features, training=False), class_names)
+
+    return {SERVING_DEFAULT: Signature(serve, specs, examples, (model,))}
+
+
+def image_classifier_signatures(
+    model: keras.Model,
+    *,
+    class_names: Sequence[str] | None = None,
+    scale: float = 1.0 / 255.0,
+    offset: float = 0.0,
+    image_size: tuple[int, int] | None = None,
+    examples: np.ndarray | None = None,
+) -> dict[str, Signature]:
+    """Two signatures for an image classifier: float images, and encoded JPEG/PNG bytes.
+
+    ``serving_default`` takes ``images``, float32 ``(batch, H, W, C)`` exactly as the model
+    takes them (already normalised). ``serving_bytes`` takes ``image_bytes``, a string
+    ``(batch,)`` of encoded JPEG/PNG/GIF/BMP images, and applies the training preprocessing
+    inside the graph: decode to ``C`` channels (so RGB files feed grayscale models and vice
+    versa), resize to ``(H, W)`` (bilinear), then ``pixels * scale + offset``. Undecodable
+    bytes are an InvalidArgument error.
+
+    Args:
+        model: a ``keras.Model`` with one ``(batch, H, W, C)`` float input and logits output.
+        class_names: optional sequence of str; adds a ``class_name`` output.
+        scale: float, multiplies decoded ``[0, 255]`` pixels. Default ``1/255``.
+        offset: float, added after scaling (e.g. ``-1.0`` with ``scale=2/255``). Default 0.
+        image_size: ``(H, W)`` to resize decoded images to; required when the model's
+            input has variable spatial dimensions.
+        examples: optional ``(batch, H, W, C)`` uint8 array of real images in ``[0, 255]``;
+            random images otherwise. Both signatures' examples are made from it.
+
+    Returns:
+        ``{"serving_default": Signature, "serving_bytes": Signature}``, each with outputs
+        ``logits``, ``probabilities``, ``class_id`` (and ``class_name``).
+
+    Example:
+        >>> sigs = image_classifier_signatures(bigkeras.build("cnn_tiny"), scale=1 / 255)
+    """
+    if len(model.inputs) != 1 or len(model.inputs[0].shape) != 4:
+        shapes = [tuple(t.shape) for t in model.inputs]
+        raise ValueError(f"`model` must have one (batch, H, W, C) image input, got inputs {shapes}.")
+    _check_class_names(model, class_names)
+    _, height, width, channels = model.inputs[0].shape
+    checks.one_of("model input channels", channels, (1, 3, 4))
+    if image_size is not None:
+        height, width = checks.positive_ints("image_size", image_size)
+    if height is None or width is None:
+        raise ValueError(
+            f"`image_size` is required: the model's input {tuple(model.inputs[0].shape)} has "
+            "variable spatial dimensions, so decoded images need a fixed size to batch."
+        )
+    image_spec = tf.TensorSpec((None, height, width, channels), tf.float32, "images")
+    bytes_spec = tf.TensorSpec((None,), tf.string, "image_bytes")
+
+    if examples is None:
+        rng = np.random.default_rng(0)
+        examples = rng.integers(0, 256, size=(2, height, width, channels), dtype=np.uint8)
+    examples = np.asarray(examples)
+    if examples.ndim != 4 or examples.shape[1:] != (height, width, channels):
+        raise ValueError(
+            f"`examples` must be uint8 images of shape (batch, {height}, {width}, {channels}), "
+            f"got {examples.shape}."
+        )
+    encoded = np.array([tf.io.encode_png(image).numpy() for image in examples.astype(np.uint8)], dtype=object)
+    floats = (examples.astype(np.float32) * scale + offset).astype(np.float32)
+
+    def serve_images(images):
+        images = tf.ensure_shape(images, image_spec.shape)
+        return classifier_outputs(model(images, training=False), class_names)
+
+    def decode(data):  # one encoded image -> (H, W, C) float32, normalised like training
+        image = tf.io.decode_image(data, channels=channels, expand_animations=False)
+        image = tf.image.resize(tf.cast(image, tf.float32), (height, width))
+        return image * scale + offset
+
+    def serve_bytes(image_bytes):
+        image_bytes = tf.ensure_shape(image_bytes, bytes_spec.shape)
+        images = tf.map_fn(decode, image_bytes, fn_output_signature=tf.TensorSpec((height, width, channels), tf.float32))
+        return serve_images(images)
+
+    return {
+        SERVING_DEFAULT: Signature(serve_images, {"images": image_spec}, {"images": floats}, (model,)),
+        "serving_bytes": Signature(serve_bytes, {"image_bytes": bytes_spec}, {"image_bytes": encoded}, (model,)),
+    }
+
+
+def text_classifier_signatures(
+    model: keras.Model,
+    tokenizer,
+    *,
+    class_names: Sequence[str] | None = None,
+    sequence_length: int | None = None,
+    examples: Sequence[str] | None = None,
+) -> dict[str, Signature]:
+    """A ``serving_default`` signature for a text classifier that takes raw strings.
+
+    The tokenizer runs inside the graph; its ids are padded or truncated to the model's
+    sequence length. A model with one integer input gets the ids; a model with named inputs
+    ``token_ids`` and ``padding_mask`` gets both (the mask marks non-pad positions).
+
+    Args:
+        model: a ``keras.Model`` taking token ids and returning ``(batch, classes)`` logits.
+        tokenizer: an adapted ``keras.layers.TextVectorization`` (``output_mode="int"``) or a
+            keras-hub ``Tokenizer`` (WordPiece/BytePair graphs need ``tensorflow_text`` at
+            load time; TF Serving's standard build links those ops).
+        class_names: optional sequence of str; adds a ``class_name`` output.
+        sequence_length: int, required when the model's sequence axis is variable.
+        examples: optional sequence of str, real texts for warmup and parity.
+
+    Returns:
+        ``{"serving_default": Signature}``: input ``text`` string ``(batch,)``; outputs
+        ``logits``, ``probabilities``, ``class_id`` (and ``class_name``).
+
+    Example:
+        >>> vectorizer = keras.layers.TextVectorization(max_tokens=1000, output_sequence_length=16)
+        >>> vectorizer.adapt(texts)
+        >>> sigs = text_classifier_signatures(model, vectorizer, class_names=["neg", "pos"])
+    """
+    _check_class_names(model, class_names)
+    inputs = {t.name: t for t in model.inputs}
+    ids_name = "token_ids" if "token_ids" in inputs else model.inputs[0].name
+    if len(inputs) > 1 and set(inputs) != {"token_ids", "padding_mask"}:
+        raise ValueError(
+            f"`model` must take token ids, or named inputs 'token_ids' and 'padding_mask'; "
+            f"got inputs {sorted(inputs)}."
+        )
+    length = inputs[ids_name].shape[1] if sequence_length is None else sequence_length
+    if length is None:
+        raise ValueError("`sequence_length` is required: the model's sequence axis is variable.")
+    checks.positive_int("sequence_length", length)
+    pad_id = _pad_id(tokenizer)
+    text_spec = tf.TensorSpec((None,), tf.string, "text")
+    examples = np.array(list(examples) if examples is not None else _example_texts(tokenizer), dtype=object)
+    tokenizer(tf.constant(examples[:1].astype(bytes)))  # builds an adapted layer, so the export can track it
+
+    def serve(text):
+        text = tf.ensure_shape(text, text_spec.shape)
+        ids = _fit_length(tokenizer(text), length, pad_id)  # (batch, length)
+        features = {
+            "token_ids": tf.cast(ids, inputs[ids_name].dtype),
+            "padding_mask": tf.cast(ids != pad_id, inputs.get("padding_mask", inputs[ids_name]).dtype),
+        }
+        features = features if len(inputs) > 1 else features["token_ids"]
+        return classifier_outputs(model(features, training=False), class_names)
+
+    return {SERVING_DEFAULT: Signature(serve, {"text": text_spec}, {"text": examples}, (model, tokenizer))}
+
+
+def gpt_signatures(
+    model: keras.Model,
+    tokenizer,
+    *,
+    max_length: int,
+    sampler="greedy",
+    stop_token_ids: Sequence[int] | None = None,
+    examples: Sequence[str] | None = None,
+    example_max_new_tokens: int = 4,
+) -> dict[str, Signature]:
+    """A ``generate`` signature: prompt strings in, completion strings out, decoded in-graph.
+
+    The prompt is tokenized, left-padded (truncated from the left when too long) to
+    ``max_length - max_new_tokens`` tokens, and continued by ``bigkeras.generation``'s cached
+    decode loop (one ``tf.while_loop`` over a fixed ``(batch, heads, max_length, head_dim)``
+    key/value cache), so exactly ``max_new_tokens`` tokens are generated unless every row
+    hits a stop token first. Stop tokens and everything after them are left out of the output.
+
+    Args:
+        model: a ``gpt`` model (inputs ``token_ids`` and ``padding_mask``).
+        tokenizer: a keras-hub ``Tokenizer`` (its ``detokenize`` makes the text) or an adapted
+            ``keras.layers.TextVectorization`` (vocabulary words joined with spaces).
+        max_length: int, prompt plus completion tokens; fixes the cache shape and must not
+            exceed the model's position embedding length.
+        sampler: a name in ``bigkeras.generation.SAMPLERS`` or a keras-hub ``Sampler``.
+        stop_token_ids: optional sequence of int that end a row's completion.
+        examples: optional sequence of str, prompts for warmup and parity.
+        example_max_new_tokens: int, ``max_new_tokens`` of the example request. Default 4.
+
+    Returns:
+        ``{"generate": Signature}``: inputs ``prompt`` string ``(batch,)`` and
+        ``max_new_tokens`` int32 scalar in ``[1, max_length)``; outputs ``completion`` string
+        ``(batch,)`` and ``completion_ids`` int32 ``(batch, max_new_tokens)`` (0 after a stop).
+        A scalar input means REST clients use the columnar form (``{"inputs": ...}``).
+
+    Example:
+        >>> sigs = gpt_signatures(bigkeras.build("gpt_tiny"), keras_hub.tokenizers.ByteTokenizer(),
+        ...                       max_length=32)
+    """
+    from bigkeras.generation import make_generate_fn  # keras-hub samplers; load on use
+
+    checks.positive_int("max_length", max_length)
+    if max_length < 2:
+        raise ValueError(f"`max_length` must be at least 2 (one prompt and one new token), got {max_length}.")
+    checks.positive_int("example_max_new_tokens", example_max_new_tokens)
+    if example_max_new_tokens >= max_length:
+        raise ValueError(f"`example_max_new_tokens` must be below `max_length` ({max_length}), got {example_max_new_tokens}.")
+    generate_fn = make_generate_fn(model, max_length=max_length, sampler=sampler, stop_token_ids=stop_token_ids)
+    stops = tf.constant(list(stop_token_ids or [-1]), tf.int32)
+    pad_id = _pad_id(tokenizer)
+    prompt_spec = tf.TensorSpec((None,), tf.string, "prompt")
+    count_spec = tf.TensorSpec((), tf.int32, "max_new_tokens")
+    examples = np.array(list(examples) if examples is not None else _example_texts(tokenizer), dtype=object)
+    tokenizer(tf.constant(examples[:1].astype(bytes)))  # builds an adapted layer, so the export can track it
+
+    def generate(prompt, max_new_tokens):
+        prompt = tf.ensure_shape(prompt, prompt_spec.shape)
+        max_new_tokens = tf.ensure_shape(max_new_tokens, count_spec.shape)
+        tf.debugging.assert_greater(max_new_tokens, 0, message="max_new_tokens must be at least 1")
+        tf.debugging.assert_less(max_new_tokens, max_length, message=f"max_new_tokens must be below {max_length}")
+        width = max_length - max_new_tokens
+        ids, mask = _left_pad(_ragged_ids(tokenizer(prompt), pad_id), width)  # (batch, width)
+        out = generate_fn(ids, mask)  # (batch, max_length)
+        new_ids = out["token_ids"][:, width:]  # (batch, max_new_tokens)
+        keep = tf.logical_and(out["padding_mask"][:, width:], tf.reduce_all(new_ids[..., None] != stops, -1))
+        return {
+            "completion": _detokenize(tokenizer, tf.ragged.boolean_mask(new_ids, keep)),
+            "completion_ids": tf.where(keep, new_ids, 0),
+        }
+
+    example = {"prompt": examples, "max_new_tokens": np.array(example_max_new_tokens, np.int32)}
+    inputs = {"prompt": prompt_spec, "max_new_tokens": count_spec}
+    return {"generate": Signature(generate, inputs, example, (model, tokenizer))}
+
+
+def default_signatures(model: keras.Model, *, class_names: Sequence[str] | None = None) -> dict[str, Signature]:
+    """Signatures inferred from the model's inputs: images get both image signatures.
+
+    A single float ``(batch, H, W, C)`` input with 1, 3 or 4 channels and fixed ``H, W`` is
+    an image classifier (bytes preprocessing: ``scale=1/255``); anything else gets
+    ``classifier_signatures``. Text and GPT models need their tokenizer: use
+    ``text_classifier_signatures`` or ``gpt_signatures``.
+    """
+    (first, *rest) = model.inputs
+    shape = tuple(first.shape)
+    is_image = (
+        not rest
+        and len(shape) == 4
+        and shape[-1] in (1, 3, 4)
+        and None not in shape[1:]
+        and "float" in keras.backend.standardize_dtype(first.dtype)
+    )
+    if is_image:
+        return image_classifier_signatures(model, class_names=class_names)
+    return classifier_signatures(model, class_names=class_names)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _fit_length(ids, length: int, pad_id: int) -> tf.Tensor:
+    """Pad with ``pad_id`` or truncate a ragged or dense ``(batch, ?)`` id tensor to ``length``."""
+    if isinstance(ids, tf.RaggedTensor):
+        return ids.to_tensor(default_value=tf.cast(pad_id, ids.dtype), shape=[None, length])
+    ids = ids[:, :length]
+    padding = [[0, 0], [0, length - tf.shape(ids)[1]]]
+    return tf.ensure_shape(tf.pad(ids, padding, constant_values=tf.cast(pad_id, ids.dtype)), [None, length])
+
+
+def _ragged_ids(ids, pad_id: int) -> tf.RaggedTensor:
+    """Token ids as a ragged ``(batch, ?)`` int32 tensor (TextVectorization pads densely)."""
+    if isinstance(ids, list):  # keras-hub tokenizers return lists when run eagerly
+        ids = tf.ragged.constant(ids, dtype=tf.int32, ragged_rank=1)
+    if not isinstance(ids, tf.RaggedTensor):
+        ids = tf.convert_to_tensor(ids)
+        ids = tf.RaggedTensor.from_tensor(ids, padding=tf.cast(pad_id, ids.dtype))
+    return tf.cast(ids, tf.int32)
+
+
+def _left_pad(ids: tf.RaggedTensor, width) -> tuple[tf.Tensor, tf.Tensor]:
+    """Keep each row's last ``width`` ids, left-padded with 0: ``(ids, mask)``, (batch, width)."""
+    lengths = tf.minimum(ids.row_lengths(), tf.cast(width, tf.int64))
+    starts = ids.row_lengths() - lengths
+    kept = tf.RaggedTensor.from_row_lengths(
+        tf.gather(ids.flat_values, tf.ragged.range(ids.row_starts() + starts, ids.row_limits()).flat_values), lengths
+    )
+    right = kept.to_tensor(0, shape=tf.stack([kept.nrows(), tf.cast(width, tf.int64)]))  # right-padded
+    # Reverse the real tokens in place, then the whole row: padding moves to the left.
+    left = tf.reverse(tf.reverse_sequence(right, lengths, seq_axis=1, batch_axis=0), axis=[1])
+    mask = tf.reverse(tf.sequence_mask(lengths, width, tf.int32), axis=[1])
+    return left, mask
+
+
+def _detokenize(tokenizer, ids: tf.RaggedTensor) -> tf.Tensor:
+    """Ragged ids to one string per row."""
+    if isinstance(tokenizer, keras.layers.TextVectorization):
+        vocabulary = tf.constant(tokenizer.get_vocabulary())
+        return tf.strings.reduce_join(tf.gather(vocabulary, ids), axis=-1, separator=" ")
+    text = tokenizer.detokenize(ids)
+    return tf.convert_to_tensor(text)
+
+
+def _pad_id(tokenizer) -> int:
+    if isinstance(tokenizer, keras.layers.TextVectorization):
+        return 0  # TextVectorization reserves id 0 for padding
+    pad = getattr(tokenizer, "pad_token_id", None)
+    return 0 if pad is None else int(pad)
+
+
+def _example_texts(tokenizer) -> list[str]:
+    """Two example strings made of the tokenizer's own vocabulary (plus one unknown word)."""
+    vocab = [w for w in tokenizer.get_vocabulary() if isinstance(w, str) and w.isalpha()]
+    words = vocab[:12] or ["hello", "world"]
+    return [" ".join(words[: len(words) // 2]), " ".join(words[len(words) // 2 :] + ["zzyzx"])]
+
+
+def _check_class_names(model: keras.Model, class_names) -> None:
+    if class_names is None:
+        return
+    if isinstance(class_names, str) or not all(isinstance(c, str) for c in class_names):
+        raise ValueError(f"`class_names` must be a sequence of str, got {class_names!r}.")
+    classes = model.outputs[0].shape[-1]
+    if len(class_names) != classes:
+        raise ValueError(f"`class_names` must name all {classes} classes of the model, got {len(class_names)} names.")
+
+
+def _tensor_spec(shape, dtype, name: str) -> tf.TensorSpec:
+    return tf.TensorSpec(tuple(shape), tf.as_dtype(keras.backend.standardize_dtype(dtype)), name)
+
+
+def _random_inputs(specs: Mapping[str, tf.TensorSpec], batch: int = 2) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    out = {}
+    for name, spec in specs.items():
+        shape = (batch, *(8 if d is None else d for d in spec.shape[1:]))
+        if name.endswith("mask"):
+            out[name] = np.ones(shape, spec.dtype.as_numpy_dtype)
+        elif spec.dtype.is_integer:
+            out[name] = rng.integers(0, 2, size=shape).astype(spec.dtype.as_numpy_dtype)
+        else:
+            out[name] = rng.standard_normal(shape).astype(spec.dtype.as_numpy_dtype)
+    return out
+
+
+def _as_input_dict(examples, specs: Mapping[str, tf.TensorSpec]) -> dict[str, np.ndarray]:
+    if not isinstance(examples, Mapping):
+        if len(specs) != 1:
+            raise ValueError(f"`examples` must be a dict keyed by the model's inputs {sorted(specs)}.")
+        examples = {next(iter(specs)): examples}
+    if set(examples) != set(specs):
+        raise ValueError(f"`examples` must have keys {sorted(specs)}, got {sorted(examples)}.")
+    return {k: np.asarray(v, specs[k].dtype.as_numpy_dtype) for k, v in examples.items()}

@@ -1,0 +1,100 @@
+"""Parity check of an export in a fresh process that has TensorFlow but no Keras or bigkeras.
+
+``verify(path)`` runs ``verify_child.py`` with ``sys.executable``. The child lists the graph's
+ops outside core TensorFlow (importing ``tensorflow_text`` only when they need it), loads the
+SavedModel, runs every signature on the stored example inputs and compares with the outputs
+the Keras model gave at export time, and replays the warmup file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+CHILD = pathlib.Path(__file__).with_name("verify_child.py")
+
+
+class VerificationError(RuntimeError):
+    """The export does not reproduce the Keras model, or does not load or replay cleanly."""
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """What ``verify`` found. ``signatures`` maps name -> {"inputs"/"outputs": {name: spec}}."""
+
+    path: str
+    signatures: dict
+    non_core_ops: list
+    parity_checked: list
+    unchecked_signatures: list
+    warmup_records: int
+    imported: list  # modules of keras/tf_keras/bigkeras the child loaded: always empty
+
+
+def verify(
+    path: str | os.PathLike,
+    *,
+    expected: Mapping[str, tuple[Mapping[str, np.ndarray], Mapping[str, np.ndarray]]] | None = None,
+    atol: float = 1e-5,
+    rtol: float = 1e-5,
+    timeout: float = 300.0,
+) -> VerifyReport:
+    """Check an export in a fresh interpreter without Keras; raise on any mismatch.
+
+    Args:
+        path: the version directory (``saved_models/<name>/<version>``).
+        expected: optional ``{signature: (inputs, outputs)}`` computed by the caller with
+            the Keras model; by default the examples and outputs stored at export time.
+        atol: float, absolute tolerance for float outputs. Default 1e-5.
+        rtol: float, relative tolerance for float outputs. Default 1e-5.
+        timeout: float, seconds the child may take. Default 300.
+
+    Returns:
+        A ``VerifyReport``.
+
+    Raises:
+        VerificationError: outputs differ, a signature or warmup record fails, the graph
+            needs ops neither TensorFlow nor TF Text provides, or the child crashed.
+
+    Example:
+        >>> report = verify("saved_models/cnn/1")
+        >>> report.signatures["serving_default"]["outputs"]["class_id"]
+        {'dtype': 'int32', 'shape': [None]}
+    """
+    from bigkeras.serving.export import EXPECTED_FILE, _write_expected  # needs TensorFlow
+    from bigkeras.serving.warmup import WARMUP_DIR
+
+    path = pathlib.Path(path)
+    if not (path / "saved_model.pb").is_file():
+        raise FileNotFoundError(f"`path` must be a SavedModel version directory; {path}/saved_model.pb is missing.")
+    with tempfile.TemporaryDirectory() as tmp:
+        expected_path = path / WARMUP_DIR / EXPECTED_FILE
+        if expected is not None:
+            rows = [(sig, inputs, outputs) for sig, (inputs, outputs) in expected.items()]
+            _write_expected(pathlib.Path(tmp), path.parent.name, rows)
+            expected_path = pathlib.Path(tmp) / WARMUP_DIR / EXPECTED_FILE
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+        try:
+            proc = subprocess.run(
+                [sys.executable, os.fspath(CHILD), os.fspath(path), os.fspath(expected_path), str(atol), str(rtol)],
+                capture_output=True, text=True, timeout=timeout, env=env,
+            )
+        except subprocess.TimeoutExpired as err:
+            raise VerificationError(f"verifying {path} took more than {timeout} s.") from err
+    if proc.returncode != 0:
+        raise VerificationError(f"the verify process for {path} exited with {proc.returncode}:\n{proc.stderr[-3000:]}")
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    problems = report["errors"] + report["mismatches"]
+    if problems:
+        raise VerificationError(f"{path} does not match the Keras model:\n  " + "\n  ".join(problems))
+    if not report["parity_checked"]:
+        raise VerificationError(f"{path} has no expected outputs to compare with; pass `expected`.")
+    return VerifyReport(**{k: report[k] for k in VerifyReport.__dataclass_fields__})

@@ -1,0 +1,219 @@
+"""Export for TF Serving: layout, signatures, parity without Keras, warmup, models.config, bad requests."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import keras
+import keras_hub
+import numpy as np
+import pytest
+import tensorflow as tf
+from google.protobuf import text_format
+from tensorflow_serving.apis import prediction_log_pb2
+
+import bigkeras
+import bigkeras.models.gpt  # noqa: F401  (registers gpt_tiny until models/__init__ imports it)
+from bigkeras.serving import (
+    VerificationError,
+    export_saved_model,
+    image_classifier_signatures,
+    read_model_config,
+    read_warmup,
+    text_classifier_signatures,
+    verify,
+    write_model_config,
+    write_warmup,
+)
+from bigkeras.serving.config import model_server_config
+from bigkeras.serving.signatures import gpt_signatures
+
+CLASSES = ["cat", "dog", "eel"]
+SENTENCES = ["the cat sat on the mat", "a dog ran in the park", "what a good movie", "a bad film"]
+CLASSIFIER_OUTPUTS = {"logits": "float32", "probabilities": "float32", "class_id": "int32", "class_name": "string"}
+
+
+def softmax(x):
+    e = np.exp(x - x.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def classifier_expected(logits):
+    logits = np.asarray(logits, np.float32)
+    ids = logits.argmax(-1).astype(np.int32)
+    return {"logits": logits, "probabilities": softmax(logits), "class_id": ids,
+            "class_name": np.array([CLASSES[i].encode() for i in ids], dtype=object)}
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory):
+    """A CNN, a raw-string text classifier and a GPT with `generate`, exported once."""
+    base = tmp_path_factory.mktemp("saved_models")
+    keras.utils.set_random_seed(0)
+    out = {"base": base}
+
+    cnn = bigkeras.build("cnn_tiny")
+    images = np.random.default_rng(0).integers(0, 256, size=(3, *cnn.inputs[0].shape[1:]), dtype=np.uint8)
+    out["cnn"] = cnn, images, export_saved_model(
+        cnn, "cnn", base_dir=base, signatures=image_classifier_signatures(cnn, class_names=CLASSES, examples=images)
+    )
+
+    text_model = bigkeras.build("transformer_tiny", num_classes=3)
+    vectorizer = keras.layers.TextVectorization(max_tokens=40, output_sequence_length=text_model.inputs[0].shape[1])
+    vectorizer.adapt(SENTENCES)
+    out["text"] = text_model, vectorizer, export_saved_model(
+        text_model, "text", base_dir=base,
+        signatures=text_classifier_signatures(text_model, vectorizer, class_names=CLASSES, examples=SENTENCES),
+    )
+
+    gpt = bigkeras.build("gpt_tiny", vocab_size=256)
+    tokenizer = keras_hub.tokenizers.ByteTokenizer()  # its lowercasing is a TF Text op
+    out["gpt"] = gpt, tokenizer, export_saved_model(
+        gpt, "gpt", base_dir=base, signatures=gpt_signatures(gpt, tokenizer, max_length=16, examples=["hi", "hello there"])
+    )
+    return out
+
+
+def spec(dtype, shape):
+    return {"dtype": dtype, "shape": shape}
+
+
+def test_cnn_matches_keras_without_keras(exports):
+    model, images, path = exports["cnn"]
+    floats = images.astype(np.float32) / 255.0
+    expected = classifier_expected(model.predict_on_batch(floats))
+    encoded = np.array([tf.io.encode_png(i).numpy() for i in images], dtype=object)
+    report = verify(path, expected={"serving_default": ({"images": floats}, expected),
+                                    "serving_bytes": ({"image_bytes": encoded}, expected)}, atol=1e-5)
+    assert report.imported == []  # no keras, tf_keras or bigkeras module in the child
+    assert report.parity_checked == ["serving_bytes", "serving_default"]
+    assert report.non_core_ops == []
+    assert report.warmup_records == 2  # replayed in the child, one per signature
+    h, w, c = model.inputs[0].shape[1:]
+    outputs = {"class_id": spec("int32", [None]), "class_name": spec("string", [None]),
+               "logits": spec("float32", [None, 3]), "probabilities": spec("float32", [None, 3])}
+    assert report.signatures == {
+        "serving_default": {"inputs": {"images": spec("float32", [None, h, w, c])}, "outputs": outputs},
+        "serving_bytes": {"inputs": {"image_bytes": spec("string", [None])}, "outputs": outputs},
+    }
+
+
+def test_text_classifier_takes_raw_strings(exports):
+    model, vectorizer, path = exports["text"]
+    texts = np.array(["the cat ran", "an unseen sentence entirely", ""], dtype=object)
+    expected = classifier_expected(model.predict_on_batch(vectorizer(texts.astype(str))))
+    report = verify(path, expected={"serving_default": ({"text": texts}, expected)})
+    assert report.imported == []
+    assert report.non_core_ops == []  # TextVectorization uses core ops only
+    assert report.signatures["serving_default"]["inputs"] == {"text": spec("string", [None])}
+    assert {k: v["dtype"] for k, v in report.signatures["serving_default"]["outputs"].items()} == CLASSIFIER_OUTPUTS
+
+
+def test_gpt_generate_matches_naive_greedy_decoding(exports):
+    model, tokenizer, path = exports["gpt"]
+    prompts, new = ["hi", "hello there"], 5
+    rows = []
+    for prompt in prompts:  # greedy, uncached, unpadded: the whole model at every step
+        ids = list(np.asarray(tokenizer(prompt)))
+        for _ in range(new):
+            x = np.array([ids], np.int32)
+            logits = model.predict_on_batch({"token_ids": x, "padding_mask": np.ones_like(x)})
+            ids.append(int(logits[0, -1].argmax()))
+        rows.append(ids[-new:])
+    completion_ids = np.array(rows, np.int32)
+    completion = np.array([bytes(r).decode("utf-8", "replace").encode() for r in rows], dtype=object)
+    inputs = {"prompt": np.array(prompts, dtype=object), "max_new_tokens": np.int32(new)}
+    report = verify(path, expected={"generate": (inputs, {"completion": completion, "completion_ids": completion_ids})})
+    assert report.imported == []
+    assert report.non_core_ops == ["CaseFoldUTF8"]  # TF Text kernels, loaded without its Python package
+    assert report.signatures["generate"] == {
+        "inputs": {"max_new_tokens": spec("int32", []), "prompt": spec("string", [None])},
+        "outputs": {"completion": spec("string", [None]), "completion_ids": spec("int32", [None, None])},
+    }
+
+
+def test_verify_reports_a_mismatch(exports):
+    model, vectorizer, path = exports["text"]
+    texts = np.array(["the cat"], dtype=object)
+    wrong = classifier_expected(model.predict_on_batch(vectorizer(texts.astype(str))) + 1.0)
+    with pytest.raises(VerificationError, match=r"serving_default/logits: max abs difference"):
+        verify(path, expected={"serving_default": ({"text": texts}, wrong)})
+
+
+def test_layout_is_versioned_and_atomic(exports, tmp_path):
+    model = bigkeras.build("mlp_tiny")
+    first = export_saved_model(model, "mlp", base_dir=tmp_path, warmup=False)
+    second = export_saved_model(model, "mlp", base_dir=tmp_path, warmup=False)
+    assert (first.name, second.name) == ("1", "2")
+    assert (second / "saved_model.pb").is_file() and (second / "variables").is_dir()
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        export_saved_model(model, "mlp", base_dir=tmp_path, version=1)
+    export_saved_model(model, "mlp", base_dir=tmp_path, version=1, overwrite=True, warmup=False)
+    assert sorted(p.name for p in (tmp_path / "mlp").iterdir()) == ["1", "2"]  # no temp dirs left
+    with pytest.raises(ValueError, match="`version` must be a positive integer"):
+        export_saved_model(model, "mlp", base_dir=tmp_path, version=0)
+
+
+def test_warmup_records_parse_and_replay(exports, tmp_path):
+    records = read_warmup(exports["cnn"][2])
+    assert all(isinstance(r, prediction_log_pb2.PredictionLog) for r in records)
+    assert sorted(r.predict_log.request.model_spec.signature_name for r in records) == ["serving_bytes", "serving_default"]
+    images = tf.make_ndarray(next(r for r in records if "images" in r.predict_log.request.inputs).predict_log.request.inputs["images"])
+    np.testing.assert_allclose(images, exports["cnn"][1] / 255.0, atol=1e-6)  # the real example images
+    with pytest.raises(ValueError, match="at most 1000"):
+        write_warmup(tmp_path, "m", [("serving_default", {"x": np.zeros((1, 2))})] * 1001)
+
+
+def test_models_config_round_trips(exports):
+    export_saved_model(exports["cnn"][0], "cnn", base_dir=exports["base"], warmup=False)  # version 2
+    path = write_model_config(exports["base"])
+    config = read_model_config(path)
+    assert config == model_server_config(exports["base"])
+    assert text_format.Parse(path.read_text(), type(config)()) == config
+    entries = {c.name: c for c in config.model_config_list.config}
+    assert sorted(entries) == ["cnn", "gpt", "text"]
+    assert entries["cnn"].base_path == "/models/cnn"
+    assert dict(entries["cnn"].version_labels) == {"stable": 2, "previous": 1}
+    assert dict(entries["gpt"].version_labels) == {"stable": 1}
+    assert entries["cnn"].model_version_policy.latest.num_versions == 2
+    with pytest.raises(ValueError, match=r"`labels\['cnn'\]\['canary'\]` is version 7"):
+        model_server_config(exports["base"], labels={"cnn": {"canary": 7}})
+
+
+BAD_REQUESTS = textwrap.dedent("""
+    import json, sys
+    for name in ("keras", "tf_keras", "bigkeras"):
+        sys.modules[name] = None
+    import numpy as np, tensorflow as tf
+    cnn, text = (tf.saved_model.load(p) for p in sys.argv[1:3])
+    images, image_bytes = cnn.signatures["serving_default"], cnn.signatures["serving_bytes"]
+    classify = text.signatures["serving_default"]
+    h, w, c = images.structured_input_signature[1]["images"].shape[1:]
+    bad = {
+        "image without batch axis": lambda: images(images=tf.zeros((h, w, c))),
+        "image as int32": lambda: images(images=tf.zeros((1, h, w, c), tf.int32)),
+        "garbage image bytes": lambda: image_bytes(image_bytes=tf.constant([b"not an image"])),
+        "text without batch axis": lambda: classify(text=tf.constant("a scalar string")),
+    }
+    errors = {}
+    for name, call in bad.items():
+        try:
+            call()
+            errors[name] = "no error"
+        except tf.errors.InvalidArgumentError as err:
+            errors[name] = "InvalidArgumentError"
+    good = classify(text=tf.constant(["the cat sat"]))["class_id"].numpy().tolist()
+    print(json.dumps({"errors": errors, "good": good}))
+""")
+
+
+def test_malformed_requests_are_invalid_argument_and_the_process_survives(exports):
+    proc = subprocess.run(
+        [sys.executable, "-c", BAD_REQUESTS, str(exports["cnn"][2]), str(exports["text"][2])],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert set(result["errors"].values()) == {"InvalidArgumentError"}, result
+    assert len(result["good"]) == 1 and 0 <= result["good"][0] < 3
