@@ -1,0 +1,34 @@
+"""Data for bigkeras: offline datasets, tf.data pipelines and sharded TFRecords.
+
+    from bigkeras import data
+    fashion = data.load("fashion_mnist")                  # numpy splits, fixed and seeded
+    train = data.from_arrays(*fashion.train, shuffle=True)  # unbatched tf.data.Dataset
+    test = data.batched(data.from_arrays(*fashion.test), 256)
+    reviews = data.load("tfds:imdb_reviews", data_dir="/data/tfds")  # prepared, never downloaded
+
+``data.names()`` lists the offline datasets; each loader's docstring gives its source,
+sizes and split (``bigkeras.data.images``, ``.text``, ``.pairs``).
+"""
+
+from bigkeras.data.datasets import SEED, Data, DataFileError, Split, load, load_tfds, names, random_splits
+from bigkeras.data.pipeline import batched, from_arrays, text_vectorizer, wordpiece_tokenizer
+from bigkeras.data.tfrecords import read_spec, read_tfrecords, shard_paths, write_tfrecords
+
+__all__ = [
+    "SEED",
+    "Data",
+    "DataFileError",
+    "Split",
+    "batched",
+    "from_arrays",
+    "load",
+    "load_tfds",
+    "names",
+    "random_splits",
+    "read_spec",
+    "read_tfrecords",
+    "shard_paths",
+    "text_vectorizer",
+    "wordpiece_tokenizer",
+    "write_tfrecords",
+]
