@@ -1,0 +1,274 @@
+"""``train()``: the one training entry point every recipe uses."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import importlib.util
+import json
+import math
+import os
+import shutil
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from bigkeras.training import strategy as strategies
+from bigkeras.training.callbacks import Checkpoints, FaultTolerance, HistoryLog, restore_backup
+from bigkeras.training.config import TrainConfig
+from bigkeras.training.loop import fit_distributed
+from bigkeras.training.optim import make_optimizer
+
+
+@dataclass
+class TrainResult:
+    """What ``train()`` returns.
+
+    Attributes:
+        model: the trained ``keras.Model``.
+        history: ``{metric: [value per epoch]}`` over the whole run, resumed epochs included.
+        run_dir: where the checkpoints, history, curves and logs were written.
+    """
+
+    model: keras.Model
+    history: dict[str, list[float]]
+    run_dir: Path
+
+
+def train(
+    model: str | Callable[[], keras.Model],
+    train_data: tf.data.Dataset,
+    val_data: tf.data.Dataset | None = None,
+    config: TrainConfig | None = None,
+    *,
+    model_kwargs: dict[str, Any] | None = None,
+    loss=None,
+    metrics: Sequence | None = None,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+) -> TrainResult:
+    """Build, compile and train a model under a ``tf.distribute`` strategy.
+
+    The model is built and compiled inside ``strategy.scope()``; the data is batched with
+    the global batch size (``config.batch_size`` per replica times the replicas),
+    prefetched and sharded across workers. The run directory gets ``config.json``,
+    ``history.csv``, ``curves.png``, ``best.keras``/``last.keras``, a ``backup/`` for
+    fault tolerance (a rerun with ``resume=True`` continues from it) and TensorBoard
+    ``logs/``. On several workers only the chief writes there.
+
+    Args:
+        model: a registered model name (built with ``bigkeras.build(model, **model_kwargs)``)
+            or a zero-argument callable returning a ``keras.Model``.
+        train_data: an unbatched ``tf.data.Dataset`` of ``(features, label)`` examples,
+            already shuffled if it should be (``features`` may be a dict of named inputs).
+        val_data: an optional unbatched ``tf.data.Dataset`` like ``train_data``.
+        config: the ``TrainConfig``; default ``TrainConfig()``.
+        model_kwargs: dict, overrides for the registered model's preset (names only).
+        loss: a Keras loss; default ``SparseCategoricalCrossentropy(from_logits=True)``
+            (every bigkeras builder outputs logits).
+        metrics: Keras metrics; default ``["accuracy"]``.
+        callbacks: extra Keras callbacks, run after the harness's own.
+
+    Returns:
+        A ``TrainResult(model, history, run_dir)``.
+
+    Example:
+        >>> ds = tf.data.Dataset.from_tensor_slices((x, y))
+        >>> result = train("mlp_tiny", ds, config=TrainConfig(epochs=2, run_dir="runs/mlp"))
+        >>> result.history["loss"]
+    """
+    config = TrainConfig() if config is None else config
+    if not isinstance(config, TrainConfig):
+        raise ValueError(f"`config` must be a TrainConfig, got {type(config).__name__}.")
+    _check_dataset("train_data", train_data)
+    if val_data is not None:
+        _check_dataset("val_data", val_data)
+    if config.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise ValueError("`tensorboard=True` needs the tensorboard package: pip install tensorboard, "
+                         "or set tensorboard=False.")
+    if model_kwargs and not isinstance(model, str):
+        raise ValueError("`model_kwargs` applies to a registered model name only; got a callable `model`.")
+
+    # The strategy first: logical CPU devices and collective ops need an untouched runtime.
+    strategy = strategies.make_strategy(config.strategy, cpu_replicas=config.cpu_replicas)
+    keras.utils.set_random_seed(config.seed)
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
+
+    backup_dir = os.path.join(config.run_dir, "backup")  # every worker restores from the chief's
+    if not config.resume and strategies.is_chief(strategy):
+        shutil.rmtree(backup_dir, ignore_errors=True)
+
+    global_batch = config.batch_size * strategy.num_replicas_in_sync
+    steps_per_epoch = config.steps_per_epoch or _num_batches(train_data, global_batch)
+    # Optimizer steps in the run: what the schedules decay over.
+    total_steps = max(config.epochs * steps_per_epoch // config.grad_accum_steps, 1)
+
+    with strategy.scope(), _dtype_policy(config.mixed_precision):
+        keras_model = _build(model, model_kwargs)
+        keras_model.compile(
+            optimizer=make_optimizer(config, keras_model, total_steps),
+            loss=loss if loss is not None else keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            metrics=list(metrics) if metrics is not None else ["accuracy"],
+            jit_compile=_resolve_jit(config.jit_compile),
+            steps_per_execution=config.steps_per_execution,
+        )
+        initial_epoch = restore_backup(keras_model, backup_dir) if config.resume else 0
+
+    model_name = model if isinstance(model, str) else keras_model.name
+    monitor = config.monitor
+    if val_data is None and monitor.startswith("val_"):
+        monitor = monitor[len("val_"):]
+
+    with strategies.writable_run_dir(config.run_dir, strategy) as out:
+        _write_config(os.path.join(out, "config.json"), model_name, model_kwargs, config)
+        history_log = HistoryLog(out, initial_epoch)
+        harness_callbacks = [
+            keras.callbacks.TerminateOnNaN(),
+            history_log,
+            Checkpoints(out, monitor, history_log.history.get(monitor, ())),
+            FaultTolerance(os.path.join(out, "backup"), config.backup_freq),
+        ]
+        if config.early_stopping_patience is not None:
+            harness_callbacks.append(
+                keras.callbacks.EarlyStopping(monitor, patience=config.early_stopping_patience)
+            )
+        if config.tensorboard:
+            harness_callbacks.append(keras.callbacks.TensorBoard(os.path.join(out, "logs"), profile_batch=0))
+
+        train_ds = _pipeline(
+            train_data,
+            global_batch,
+            training=True,
+            repeat=config.steps_per_epoch is not None,
+            skip=initial_epoch * steps_per_epoch if config.steps_per_epoch else 0,
+        )
+        val_ds = _pipeline(val_data, global_batch, training=False) if val_data is not None else None
+        fit_args = dict(
+            epochs=config.epochs,
+            initial_epoch=initial_epoch,
+            validation_steps=config.validation_steps,
+            callbacks=[*harness_callbacks, *callbacks],
+            verbose=config.verbose,
+        )
+        if strategies.is_multi_worker(strategy):
+            # Keras 3 fit fails under multi-worker collectives; see bigkeras/training/loop.py.
+            fit_distributed(
+                keras_model,
+                train_ds,
+                val_data=val_ds,
+                steps_per_epoch=steps_per_epoch,
+                steps_per_execution=config.steps_per_execution,
+                **fit_args,
+            )
+        else:
+            keras_model.fit(
+                train_ds, validation_data=val_ds, steps_per_epoch=config.steps_per_epoch, shuffle=False, **fit_args
+            )
+
+    history = history_log.history
+    if not all(math.isfinite(v) for v in history.get("loss", [])):
+        warnings.warn(
+            f"Training stopped on a non-finite loss; the checkpoints in {config.run_dir} hold the "
+            "last finite weights.",
+            stacklevel=2,
+        )
+    return TrainResult(keras_model, history, Path(config.run_dir))
+
+
+def _build(model, model_kwargs) -> keras.Model:
+    if isinstance(model, str):
+        from bigkeras.registry import build
+
+        return build(model, **(model_kwargs or {}))
+    if not callable(model):
+        raise ValueError(
+            f"`model` must be a registered model name or a callable returning a keras.Model, got {model!r}."
+        )
+    built = model()
+    if not isinstance(built, keras.Model):
+        raise ValueError(f"`model` must return a keras.Model, got {type(built).__name__}.")
+    return built
+
+
+def _check_dataset(name: str, data) -> None:
+    if not isinstance(data, tf.data.Dataset):
+        raise ValueError(f"`{name}` must be an unbatched tf.data.Dataset of (features, label), got {type(data).__name__}.")
+    spec = data.element_spec
+    if not (isinstance(spec, tuple) and len(spec) in (2, 3)):
+        raise ValueError(f"`{name}` must yield (features, label) or (features, label, weight) tuples, got {spec}.")
+
+
+def _num_batches(data: tf.data.Dataset, global_batch: int) -> int:
+    """Full global batches in one pass of the unbatched ``data``; raises if it is unknown."""
+    n = int(data.cardinality())
+    if n < 0:
+        raise ValueError(
+            "`steps_per_epoch` must be set when `train_data` has unknown or infinite length "
+            f"(its cardinality is {n})."
+        )
+    if n < global_batch:
+        raise ValueError(
+            f"`train_data` has {n} examples, fewer than one global batch of {global_batch} "
+            "(`batch_size` x replicas); lower `batch_size`."
+        )
+    return n // global_batch
+
+
+def _pipeline(data, global_batch, *, training, repeat=False, skip=0):
+    """Batch with the global batch, check labels, repeat/skip for resumes, shard and prefetch."""
+    # Training drops the last partial batch: every replica gets an equal, static shape.
+    data = data.batch(global_batch, drop_remainder=training)
+    if training:
+        data = data.map(_check_labels, num_parallel_calls=tf.data.AUTOTUNE)
+    if repeat:
+        # With steps_per_epoch the stream runs on across epochs; a resumed run skips what
+        # the epochs before it consumed, so it sees exactly the batches it would have.
+        data = data.repeat().skip(skip)
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return data.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
+def _check_labels(x, y, *weights):
+    # A NaN label would otherwise surface as an out-of-range class id deep in the loss.
+    y = tf.nest.map_structure(
+        lambda t: tf.debugging.check_numerics(t, "bigkeras: the labels contain NaN or Inf")
+        if t.dtype.is_floating
+        else t,
+        y,
+    )
+    return (x, y, *weights)
+
+
+@contextlib.contextmanager
+def _dtype_policy(mixed_precision):
+    """Set the global dtype policy while the model is built, then put the old one back."""
+    if not mixed_precision:
+        yield
+        return
+    if mixed_precision == "auto":
+        mixed_precision = "mixed_float16" if tf.config.list_logical_devices("GPU") else "mixed_bfloat16"
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(mixed_precision)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def _resolve_jit(jit_compile):
+    # XLA measured slower than the default kernels on the CPUs here (FIELD_NOTES).
+    if jit_compile == "auto":
+        return bool(tf.config.list_logical_devices("GPU"))
+    return jit_compile
+
+
+def _write_config(path: str, model_name: str, model_kwargs, config: TrainConfig) -> None:
+    record = {"model": model_name, "kwargs": dict(model_kwargs or {}), "train": dataclasses.asdict(config)}
+    with open(path, "w") as f:
+        json.dump(record, f, indent=2, default=list)

@@ -1,0 +1,106 @@
+"""Multi-replica and multi-worker training give the weights one replica would.
+
+Logical CPU devices and TF_CONFIG must be set before TensorFlow starts, so every run here
+is a fresh process (``tests/training_worker.py``) and the tests compare saved weights.
+"""
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKER = [sys.executable, str(ROOT / "tests" / "training_worker.py")]
+TIMEOUT = 300  # seconds: a hung collective fails the test instead of the suite
+
+
+def start(args, tmp_path, name, env=None):
+    log = open(tmp_path / f"{name}.log", "w")
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
+    return subprocess.Popen([*WORKER, *args], stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+
+
+def finish(proc, tmp_path, name):
+    try:
+        rc = proc.wait(timeout=TIMEOUT)
+    finally:
+        proc.kill()
+    log = (tmp_path / f"{name}.log").read_text()
+    assert rc == 0, f"{name} failed:\n{log[-3000:]}"
+    return log
+
+
+def load(path):
+    with np.load(path) as f:
+        return [f[k] for k in sorted(f.files, key=lambda k: int(k.split("_")[1]))]
+
+
+def assert_same_weights(a, b, atol):
+    assert len(a) == len(b)
+    for wa, wb in zip(a, b):
+        assert np.isfinite(wa).all() and np.isfinite(wb).all()
+        np.testing.assert_allclose(wa, wb, atol=atol, rtol=0)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_cpu_replicas_match_one_replica_at_the_same_global_batch(tmp_path):
+    common = ["--epochs", "2", "--steps-per-epoch", "4", "--optimizer", "adamw"]
+    one = start([*common, "--run-dir", str(tmp_path / "one"), "--weights", str(tmp_path / "one.npz"),
+                 "--strategy", "one_device", "--batch-size", "32"], tmp_path, "one")
+    two = start([*common, "--run-dir", str(tmp_path / "two"), "--weights", str(tmp_path / "two.npz"),
+                 "--strategy", "mirrored", "--cpu-replicas", "2", "--batch-size", "16"], tmp_path, "two")
+    finish(one, tmp_path, "one")
+    finish(two, tmp_path, "two")
+    a, b = load(tmp_path / "one.npz"), load(tmp_path / "two.npz")
+    assert_same_weights(a, b, atol=1e-5)
+    config = json.loads((tmp_path / "two" / "config.json").read_text())
+    assert config["model"] == "mlp_tiny" and config["train"]["cpu_replicas"] == 2
+    history = (tmp_path / "two" / "history.csv").read_text().splitlines()
+    assert len(history) == 3, history  # header + one row per epoch
+
+
+@pytest.mark.slow
+def test_two_worker_processes_train_together_and_only_the_chief_writes(tmp_path):
+    ports = [free_port(), free_port()]
+    run_dir = tmp_path / "run"
+    procs = []
+    for index in range(2):
+        tf_config = {
+            "cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
+            "task": {"type": "worker", "index": index},
+        }
+        scratch = tmp_path / f"tmp{index}"
+        scratch.mkdir()
+        env = {"TF_CONFIG": json.dumps(tf_config), "TMPDIR": str(scratch)}
+        args = ["--run-dir", str(run_dir), "--weights", str(tmp_path / f"w{index}.npz"),
+                "--batch-size", "16", "--epochs", "2"]
+        procs.append(start(args, tmp_path, f"worker{index}", env))
+    logs = [finish(p, tmp_path, f"worker{i}") for i, p in enumerate(procs)]
+
+    # Both workers ran the two-worker custom loop and end with identical weights.
+    w0, w1 = load(tmp_path / "w0.npz"), load(tmp_path / "w1.npz")
+    assert_same_weights(w0, w1, atol=0)
+    for log in logs:
+        assert "Epoch 2/2" in log
+
+    # The chief wrote the run directory; worker 1 wrote into a temporary one, now gone.
+    assert {"config.json", "history.csv", "curves.png", "last.keras", "best.keras", "backup"} <= {
+        p.name for p in run_dir.iterdir()
+    }
+    assert not any(p.name.startswith("tmp-") for p in run_dir.iterdir())
+    found = re.findall(r"not the chief: writing to (\S+),", logs[1])
+    assert len(found) == 1 and found[0].startswith(str(tmp_path / "tmp1")), logs[1][-2000:]
+    assert not Path(found[0]).exists()
+    assert "not the chief" not in logs[0]
+    assert list((tmp_path / "tmp1").iterdir()) == []
