@@ -27,7 +27,6 @@ PRESETS = {
         "dense_units": (128,),
         "dropout": 0.3,
         "batch_norm": True,
-        "name": "cnn_fashion_mnist",
     },
     # Dropout 0.5 after fc1 and fc2 as in the paper; keras.applications leaves it out (it has
     # no weights, so the parameter sets are identical).
@@ -37,7 +36,6 @@ PRESETS = {
         "num_classes": 1000,
         "convs_per_block": (2, 2, 3, 3, 3),
         "dropout": 0.5,
-        "name": "vgg16",
     },
     "vgg19": {
         **_VGG,
@@ -45,7 +43,6 @@ PRESETS = {
         "num_classes": 1000,
         "convs_per_block": (2, 2, 4, 4, 4),
         "dropout": 0.5,
-        "name": "vgg19",
     },
     "tiny": {
         "input_shape": (12, 12, 1),
@@ -55,7 +52,6 @@ PRESETS = {
         "dense_units": (8,),
         "dropout": 0.0,
         "batch_norm": True,
-        "name": "cnn_tiny",
     },
 }
 
