@@ -1,0 +1,255 @@
+"""Autoregressive generation for ``gpt`` and ``seq2seq`` models, cached, in one ``tf.while_loop``.
+
+The loop and the token choice are keras-hub's samplers (``keras_hub.samplers``: greedy,
+top-k, top-p, random with temperature, beam); this module supplies what they call at each
+step: a model adapter that runs one new position against a fixed-shape key/value cache built
+from the trained model's own layers (``CachedGPT``, ``CachedSeq2Seq``).
+
+``make_generate_fn`` returns the whole decode as one ``tf.function`` with a fixed input
+signature, ready to export as a TF Serving signature::
+
+    fn = make_generate_fn(model, max_length=64, sampler="greedy", stop_token_ids=[2])
+    out = fn(prompt_ids, prompt_mask)  # int32 (batch, prompt_len), left-padded
+    out["token_ids"]     # int32 (batch, 64): the prompt, then the generated tokens
+    out["padding_mask"]  # bool (batch, 64): real tokens; false for prompt padding and
+                         # for positions after a stop token (the stop token itself is true)
+
+For a ``seq2seq`` model the callable takes ``(encoder_token_ids, encoder_padding_mask)`` and
+the output starts with ``start_token_id``.
+"""
+
+from __future__ import annotations
+
+import weakref
+
+import keras
+import keras_hub
+import numpy as np
+import tensorflow as tf
+from keras import ops
+
+from bigkeras import checks
+
+SAMPLERS = ("greedy", "top_k", "top_p", "random", "beam")
+
+
+def get_sampler(sampler):
+    """A ``keras_hub.samplers.Sampler`` from a name in ``SAMPLERS`` or an instance.
+
+    Instances carry the knobs: ``keras_hub.samplers.TopKSampler(k=10, temperature=0.7,
+    seed=1)``, ``TopPSampler(p=0.9)``, ``RandomSampler(temperature=0.8)``,
+    ``BeamSampler(num_beams=4)``.
+    """
+    if isinstance(sampler, keras_hub.samplers.Sampler):
+        return sampler
+    checks.one_of("sampler", sampler, SAMPLERS)
+    return keras_hub.samplers.get(sampler)
+
+
+def make_generate_fn(
+    model: keras.Model,
+    *,
+    max_length: int,
+    sampler="greedy",
+    stop_token_ids=None,
+    start_token_id: int | None = None,
+    use_cache: bool = True,
+):
+    """Build the decode loop for ``model`` as one ``tf.function``.
+
+    Args:
+        model: a ``gpt`` or ``seq2seq`` model; decoding calls its own layers.
+        max_length: int, the length of the returned sequences (prompt included; for seq2seq,
+            the start token included). Fixes the cache shape.
+        sampler: a name in ``SAMPLERS`` or a ``keras_hub.samplers.Sampler``. Default greedy.
+        stop_token_ids: optional sequence of int; a row stops after its first generated stop
+            token (it then emits padding, id 0, which also freezes a beam's score), and the
+            loop ends when every row has stopped.
+        start_token_id: int, the decoder's first token; required for seq2seq models.
+        use_cache: bool. False recomputes the whole sequence at every step (the naive
+            reference the tests and the benchmark compare with). Default True.
+
+    Returns:
+        A ``tf.function`` ``(ids, mask) -> {"token_ids", "padding_mask"}``, both
+        ``(batch, max_length)``, with the input signature int32 ``(None, None)`` twice. For a
+        GPT model ``ids`` is a left-padded prompt (``max_length`` > its length); for seq2seq it
+        is the source sentence (padding on either side).
+
+    Example:
+        >>> fn = make_generate_fn(model, max_length=32, stop_token_ids=[0])
+        >>> fn(tf.constant([[0, 5, 6], [4, 5, 6]]), tf.constant([[0, 1, 1], [1, 1, 1]]))
+    """
+    checks.positive_int("max_length", max_length)
+    sampler = get_sampler(sampler)
+    stop_token_ids = None if stop_token_ids is None else tuple(int(t) for t in stop_token_ids)
+    names = {t.name for t in model.inputs}
+    if "encoder_token_ids" in names:
+        if start_token_id is None:
+            raise ValueError("`start_token_id` is required to generate from a seq2seq model, got None.")
+        checks.positive_int("start_token_id", start_token_id, allow_zero=True)
+        adapter = _seq2seq_adapter(model, use_cache)
+    elif names >= {"token_ids", "padding_mask"}:
+        adapter = _gpt_adapter(model, use_cache)
+    else:
+        raise ValueError(
+            f"`model` must be a gpt model (inputs token_ids, padding_mask) or a seq2seq model "
+            f"(input encoder_token_ids), got inputs {sorted(names)}."
+        )
+
+    spec = tf.TensorSpec((None, None), tf.int32)
+
+    @tf.function(input_signature=[spec, spec])
+    def generate_fn(ids, mask):
+        if start_token_id is None:  # decoder-only: continue the prompt
+            start, start_mask = ids, mask
+            tf.debugging.assert_less(
+                tf.shape(ids)[1], max_length, message="the prompt must be shorter than max_length"
+            )
+        else:  # encoder-decoder: the decoder starts from one start token
+            start = tf.fill((tf.shape(ids)[0], 1), tf.constant(start_token_id, tf.int32))
+            start_mask = tf.ones_like(start)
+        cache = adapter.init_cache(ids, mask, max_length)
+        return _decode(adapter, sampler, cache, start, start_mask, max_length, stop_token_ids)
+
+    return generate_fn
+
+
+def generate(model, prompt_ids, max_new_tokens: int, *, prompt_mask=None, sampler="greedy",
+             stop_token_ids=None, start_token_id=None):
+    """Generate ``max_new_tokens`` after each prompt (eager convenience over ``make_generate_fn``).
+
+    Args:
+        model: a ``gpt`` or ``seq2seq`` model.
+        prompt_ids: int array ``(batch, prompt_len)``, left-padded (see ``left_pad``), or a list
+            of token-id lists of any lengths. For seq2seq, the source sentences.
+        max_new_tokens: int, tokens to generate per row.
+        prompt_mask: optional ``(batch, prompt_len)``, 1 for real tokens; default
+            ``prompt_ids != 0`` for arrays.
+        sampler, stop_token_ids, start_token_id: as in ``make_generate_fn``.
+
+    Returns:
+        A dict of numpy arrays ``token_ids`` and ``padding_mask``, ``(batch, prompt_len +
+        max_new_tokens)`` for GPT and ``(batch, 1 + max_new_tokens)`` for seq2seq.
+
+    Example:
+        >>> out = generate(model, [[5, 6, 7], [8]], max_new_tokens=16, sampler="top_k")
+    """
+    checks.positive_int("max_new_tokens", max_new_tokens)
+    if isinstance(prompt_ids, (list, tuple)) and prompt_ids and isinstance(prompt_ids[0], (list, tuple)):
+        prompt_ids, prompt_mask = left_pad(prompt_ids)
+    prompt_ids = np.asarray(prompt_ids, dtype="int32")
+    if prompt_ids.ndim != 2:
+        raise ValueError(f"`prompt_ids` must have shape (batch, prompt_len), got {prompt_ids.shape}.")
+    prompt_mask = (prompt_ids != 0) if prompt_mask is None else np.asarray(prompt_mask)
+    prefix = 1 if start_token_id is not None else prompt_ids.shape[1]
+    key = (prefix + max_new_tokens, sampler, None if stop_token_ids is None else tuple(stop_token_ids), start_token_id)
+    functions = _FUNCTIONS.setdefault(model, {})
+    if key not in functions:
+        functions[key] = make_generate_fn(
+            model, max_length=key[0], sampler=sampler, stop_token_ids=stop_token_ids, start_token_id=start_token_id
+        )
+    out = functions[key](tf.constant(prompt_ids), tf.constant(prompt_mask.astype("int32")))
+    return {k: v.numpy() for k, v in out.items()}
+
+
+def left_pad(sequences, pad_id: int = 0):
+    """Left-pad token-id lists into ``(ids, mask)`` int32 arrays of shape (batch, longest).
+
+    Example:
+        >>> left_pad([[5, 6, 7], [8]])
+        (array([[5, 6, 7], [0, 0, 8]]), array([[1, 1, 1], [0, 0, 1]]))
+    """
+    longest = max(len(s) for s in sequences)
+    ids = np.full((len(sequences), longest), pad_id, dtype="int32")
+    mask = np.zeros((len(sequences), longest), dtype="int32")
+    for row, seq in enumerate(sequences):
+        if len(seq):
+            ids[row, longest - len(seq):] = seq
+            mask[row, longest - len(seq):] = 1
+    return ids, mask
+
+
+# One traced function per (model, settings); weak keys so models are not kept alive.
+_FUNCTIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _decode(adapter, sampler, cache, start, start_mask, max_length, stop_token_ids):
+    """Run ``sampler``'s while loop from ``start`` (batch, P) to (batch, max_length)."""
+    prefix = tf.shape(start)[1]
+    sequence = tf.pad(start, [[0, 0], [0, max_length - prefix]])  # (batch, max_length)
+    # The sampler never overwrites positions where `keep` is true: the prompt.
+    keep = tf.sequence_mask(tf.fill(tf.shape(start)[:1], prefix), max_length)
+
+    def next_logits(sequence, cache, index):
+        # Logits for position `index` come from the token at `index - 1`.
+        logits, cache = adapter.step(sequence, index - 1, cache)
+        if stop_token_ids is not None:
+            # A finished row emits padding (id 0) with probability 1, so a finished beam
+            # keeps its score instead of being judged on what it would say after stopping.
+            # Generated so far: positions [prefix, index); 1-D, as beams widen the batch.
+            written = tf.logical_and(tf.range(max_length) >= prefix, tf.range(max_length) < index)
+            stopped = tf.reduce_any(tf.logical_and(written[None], _is_stop(sequence, stop_token_ids)), axis=1)
+            padding = tf.where(tf.range(tf.shape(logits)[-1]) == 0, 0.0, -1e9)
+            logits = tf.where(stopped[:, None], padding[None], logits)
+        return logits, None, cache
+
+    sequence = sampler(
+        next=next_logits, prompt=sequence, cache=cache, index=prefix, mask=keep,
+        stop_token_ids=stop_token_ids,
+    )
+    sequence = tf.cast(sequence, tf.int32)
+    generated = tf.logical_not(keep)
+    valid = tf.concat([tf.cast(start_mask, tf.bool), generated[:, prefix:]], axis=1)
+    if stop_token_ids is not None:
+        is_stop = tf.logical_and(generated, _is_stop(sequence, stop_token_ids))
+        # Positions after the first generated stop token are not part of the output.
+        after_stop = tf.cumsum(tf.cast(is_stop, tf.int32), axis=1, exclusive=True) > 0
+        valid = tf.logical_and(valid, tf.logical_not(after_stop))
+    return {"token_ids": tf.where(valid, sequence, 0), "padding_mask": valid}
+
+
+def _is_stop(sequence, stop_token_ids):
+    """Bool (batch, length): where ``sequence`` holds one of ``stop_token_ids``."""
+    return tf.reduce_any(sequence[..., None] == tf.constant(stop_token_ids, sequence.dtype), axis=-1)
+
+
+class _FullGPT:
+    """The naive reference: the whole functional model on the whole sequence every step."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def init_cache(self, prompt_ids, prompt_mask, max_length):
+        pad = max_length - tf.shape(prompt_mask)[1]
+        return {"mask": tf.pad(tf.cast(prompt_mask, tf.int32), [[0, 0], [0, pad]], constant_values=1)}
+
+    def step(self, sequence, index, cache):
+        logits = self.model({"token_ids": sequence, "padding_mask": cache["mask"]}, training=False)
+        return tf.gather(logits, index, axis=1), cache  # causal: later positions do not matter
+
+
+class _FullSeq2Seq:
+    """The naive reference for seq2seq: encoder and decoder on everything every step."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def init_cache(self, encoder_ids, encoder_mask, max_length):
+        return {"encoder_token_ids": encoder_ids, "encoder_padding_mask": encoder_mask}
+
+    def step(self, sequence, index, cache):
+        inputs = {**cache, "decoder_token_ids": sequence, "decoder_padding_mask": tf.ones_like(sequence)}
+        logits = self.model(inputs, training=False)
+        return tf.gather(logits, index, axis=1), cache
+
+
+def _gpt_adapter(model, use_cache):
+    from bigkeras.models.gpt import CachedGPT
+
+    return CachedGPT(model) if use_cache else _FullGPT(model)
+
+
+def _seq2seq_adapter(model, use_cache):
+    from bigkeras.models.seq2seq import CachedSeq2Seq
+
+    return CachedSeq2Seq(model) if use_cache else _FullSeq2Seq(model)

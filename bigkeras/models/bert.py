@@ -1,0 +1,250 @@
+"""BERT: a bidirectional Transformer encoder, its pre-training model and a classifier.
+
+Devlin et al., 2018, "BERT: Pre-training of Deep Bidirectional Transformers for Language
+Understanding" (https://arxiv.org/abs/1810.04805).
+
+- ``bert_backbone``: token + segment + position embeddings, post-norm encoder blocks, pooler.
+- ``bert_pretraining``: the backbone plus a masked-LM head (tied to the token embedding) and a
+  next-sentence head. It extends the backbone's own graph, so training it trains the backbone.
+- ``bert_classifier``: a pre-trained backbone (or a fresh one) plus a classification head;
+  this is the builder registered as the ``bert`` family.
+- ``wordpiece_tokenizer``: a keras-hub WordPiece tokenizer with a vocabulary trained on texts.
+
+Masking for pre-training is a ``tf.data`` step in ``bigkeras.data.masking``.
+"""
+
+from __future__ import annotations
+
+import keras
+import keras_hub
+import tensorflow as tf
+from keras import layers, ops
+
+from bigkeras import checks
+from bigkeras.layers.transformer import TransformerEncoderBlock
+from bigkeras.registry import register_family
+
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")  # ids 0..4 in a trained vocab
+
+BACKBONE_PRESETS = {
+    # BERT-base uncased: 109,482,240 backbone parameters, as keras_hub's BertBackbone.
+    "bert_base": {
+        "vocab_size": 30522,
+        "num_layers": 12,
+        "hidden_dim": 768,
+        "num_heads": 12,
+        "intermediate_dim": 3072,
+        "sequence_length": 512,
+        "num_segments": 2,
+        "dropout": 0.1,
+    },
+    "tiny": {
+        "vocab_size": 64,
+        "num_layers": 2,
+        "hidden_dim": 32,
+        "num_heads": 2,
+        "intermediate_dim": 64,
+        "sequence_length": 32,
+        "num_segments": 2,
+        "dropout": 0.0,
+    },
+}
+# The registered ``bert`` family builds classifiers (two classes unless overridden).
+PRESETS = {name: {**kwargs, "num_classes": 2} for name, kwargs in BACKBONE_PRESETS.items()}
+
+
+def bert_backbone(
+    *,
+    vocab_size: int,
+    num_layers: int,
+    hidden_dim: int,
+    num_heads: int,
+    intermediate_dim: int,
+    sequence_length: int = 512,
+    num_segments: int = 2,
+    dropout: float = 0.1,
+    name: str = "bert",
+) -> keras.Model:
+    """The BERT encoder.
+
+    Args:
+        vocab_size: int, the number of token ids.
+        num_layers: int, the encoder blocks.
+        hidden_dim: int, the model width; divisible by ``num_heads``.
+        num_heads: int, the attention heads.
+        intermediate_dim: int, the feed-forward width.
+        sequence_length: int, the longest input (rows of the position table). Default 512.
+        num_segments: int, the segment (sentence A/B) ids. Default 2.
+        dropout: float in [0, 1). Default 0.1.
+        name: str, the model name and layer-name prefix.
+
+    Returns:
+        A functional ``keras.Model`` with int inputs ``token_ids``, ``segment_ids`` and
+        ``padding_mask`` ``(batch, seq)`` (right-padded, ``seq <= sequence_length``) and
+        outputs ``{"sequence_output": (batch, seq, hidden), "pooled_output": (batch, hidden)}``
+        (the pooler is a tanh ``Dense`` on the first, ``[CLS]``, position).
+
+    Example:
+        >>> backbone = bert_backbone(**BACKBONE_PRESETS["tiny"])
+    """
+    checks.positive_int("vocab_size", vocab_size)
+    checks.positive_int("num_layers", num_layers)
+    checks.positive_int("sequence_length", sequence_length)
+    checks.positive_int("num_segments", num_segments)
+    checks.fraction("dropout", dropout)
+
+    token_ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
+    segment_ids = keras.Input(shape=(None,), dtype="int32", name="segment_ids")
+    padding_mask = keras.Input(shape=(None,), dtype="int32", name="padding_mask")
+
+    tokens = layers.ReversibleEmbedding(
+        vocab_size, hidden_dim, embeddings_initializer=_init(), name=f"{name}_token_embedding"
+    )(token_ids)
+    positions = keras_hub.layers.PositionEmbedding(
+        sequence_length, initializer=_init(), name=f"{name}_position_embedding"
+    )(tokens)
+    segments = layers.Embedding(
+        num_segments, hidden_dim, embeddings_initializer=_init(), name=f"{name}_segment_embedding"
+    )(segment_ids)
+    x = layers.Add(name=f"{name}_embeddings_add")([tokens, positions, segments])  # (batch, seq, hidden)
+    x = layers.LayerNormalization(epsilon=1e-12, name=f"{name}_embeddings_norm")(x)
+    x = layers.Dropout(dropout, name=f"{name}_embeddings_dropout")(x)
+    for i in range(num_layers):
+        x = TransformerEncoderBlock(
+            hidden_dim=hidden_dim,
+            num_heads=num_heads,
+            intermediate_dim=intermediate_dim,
+            dropout=dropout,
+            activation="gelu",
+            norm_first=False,  # post-norm, as in BERT
+            layer_norm_epsilon=1e-12,
+            name=f"{name}_block{i}",
+        )(x, padding_mask=padding_mask)
+    pooled = layers.Dense(hidden_dim, activation="tanh", kernel_initializer=_init(), name=f"{name}_pooler")(
+        x[:, 0, :]
+    )
+    inputs = {"token_ids": token_ids, "segment_ids": segment_ids, "padding_mask": padding_mask}
+    return keras.Model(inputs, {"sequence_output": x, "pooled_output": pooled}, name=name)
+
+
+def bert_pretraining(*, backbone: keras.Model | None = None, **backbone_kwargs) -> keras.Model:
+    """BERT with its pre-training heads: masked-LM (tied to the token embedding) and NSP.
+
+    Args:
+        backbone: a ``bert_backbone`` model to extend; its layers (and weights) are shared
+            with the returned model. Default: build one from ``backbone_kwargs``.
+        **backbone_kwargs: ``bert_backbone`` arguments, when ``backbone`` is None.
+
+    Returns:
+        A functional ``keras.Model`` with the backbone's inputs plus ``mask_positions``
+        ``(batch, num_masked)`` (positions to predict, from ``bigkeras.data.masking``) and
+        float32 outputs ``{"mlm_logits": (batch, num_masked, vocab), "nsp_logits": (batch, 2)}``.
+
+    Example:
+        >>> backbone = bert_backbone(**BACKBONE_PRESETS["tiny"])
+        >>> pretrainer = bert_pretraining(backbone=backbone)  # train it, then:
+        >>> classifier = bert_classifier(backbone=backbone, num_classes=3)
+    """
+    if backbone is None:
+        backbone = bert_backbone(**backbone_kwargs)
+    elif backbone_kwargs:
+        raise ValueError(f"Pass either `backbone` or backbone arguments, not both; got {sorted(backbone_kwargs)}.")
+    name = backbone.name
+    token_embedding = backbone.get_layer(f"{name}_token_embedding")
+    hidden_dim = token_embedding.output_dim
+    sequence, pooled = backbone.output["sequence_output"], backbone.output["pooled_output"]
+
+    mask_positions = keras.Input(shape=(None,), dtype="int32", name="mask_positions")
+    # (batch, num_masked, hidden): the encoder outputs at the masked positions.
+    x = ops.take_along_axis(sequence, ops.expand_dims(mask_positions, -1), axis=1)
+    x = layers.Dense(hidden_dim, activation="gelu", kernel_initializer=_init(), name=f"{name}_mlm_dense")(x)
+    x = layers.LayerNormalization(epsilon=1e-12, name=f"{name}_mlm_norm")(x)
+    x = token_embedding(x, reverse=True)  # (batch, num_masked, vocab), tied weights
+    mlm_logits = OutputBias(dtype="float32", name="mlm_logits")(x)
+    nsp_logits = layers.Dense(2, kernel_initializer=_init(), dtype="float32", name="nsp_logits")(pooled)
+    inputs = {**backbone.input, "mask_positions": mask_positions}
+    return keras.Model(inputs, {"mlm_logits": mlm_logits, "nsp_logits": nsp_logits}, name=f"{name}_pretraining")
+
+
+def bert_classifier(
+    *, num_classes: int, backbone: keras.Model | None = None, dropout: float = 0.1, **backbone_kwargs
+) -> keras.Model:
+    """A sequence classifier: a BERT backbone, dropout and a ``Dense`` on the pooled output.
+
+    Args:
+        num_classes: int, the classes.
+        backbone: a (pre-trained) ``bert_backbone``, fine-tuned with the head. Default: build
+            one from ``backbone_kwargs`` (which then also receives ``dropout``).
+        dropout: float in [0, 1), before the head. Default 0.1.
+        **backbone_kwargs: ``bert_backbone`` arguments, when ``backbone`` is None.
+
+    Returns:
+        A functional ``keras.Model`` with the backbone's three inputs and float32 ``logits``
+        ``(batch, num_classes)``.
+
+    Example:
+        >>> classifier = bert_classifier(backbone=pretrained_backbone, num_classes=2)
+        >>> classifier.compile(keras.optimizers.Adam(2e-5), "sparse_categorical_crossentropy")
+    """
+    checks.positive_int("num_classes", num_classes)
+    checks.fraction("dropout", dropout)
+    if backbone is None:
+        backbone = bert_backbone(dropout=dropout, **backbone_kwargs)
+    elif backbone_kwargs:
+        raise ValueError(f"Pass either `backbone` or backbone arguments, not both; got {sorted(backbone_kwargs)}.")
+    inputs = {
+        key: keras.Input(shape=(None,), dtype="int32", name=key) for key in ("token_ids", "segment_ids", "padding_mask")
+    }
+    pooled = backbone(inputs)["pooled_output"]
+    x = layers.Dropout(dropout, name=f"{backbone.name}_classifier_dropout")(pooled)
+    logits = layers.Dense(num_classes, kernel_initializer=_init(), dtype="float32", name="logits")(x)
+    return keras.Model(inputs, logits, name=f"{backbone.name}_classifier")
+
+
+def wordpiece_tokenizer(texts, *, vocab_size: int, sequence_length: int | None = None, lowercase: bool = True):
+    """A keras-hub ``WordPieceTokenizer`` with a vocabulary trained on ``texts``.
+
+    The vocabulary (``keras_hub.tokenizers.compute_word_piece_vocabulary``) starts with
+    ``SPECIAL_TOKENS``: ``[PAD]`` 0, ``[UNK]`` 1, ``[CLS]`` 2, ``[SEP]`` 3, ``[MASK]`` 4.
+
+    Args:
+        texts: a list of strings or a ``tf.data.Dataset`` of strings.
+        vocab_size: int, the largest vocabulary to learn (special tokens included).
+        sequence_length: optional int, pad or truncate outputs to this length.
+        lowercase: bool, lowercase before splitting (BERT "uncased"). Default True.
+
+    Returns:
+        A ``keras_hub.tokenizers.WordPieceTokenizer``.
+
+    Example:
+        >>> tokenizer = wordpiece_tokenizer(["the cat sat", "the dog ran"], vocab_size=64)
+        >>> tokenizer("the cat")
+    """
+    checks.positive_int("vocab_size", vocab_size)
+    if isinstance(texts, (list, tuple)):
+        # keras-hub reads a Python list as file names; a dataset is read as the texts.
+        texts = tf.data.Dataset.from_tensor_slices(list(texts))
+    vocabulary = keras_hub.tokenizers.compute_word_piece_vocabulary(
+        texts, vocab_size, lowercase=lowercase, reserved_tokens=list(SPECIAL_TOKENS)
+    )
+    return keras_hub.tokenizers.WordPieceTokenizer(
+        vocabulary=vocabulary, sequence_length=sequence_length, lowercase=lowercase, oov_token="[UNK]"
+    )
+
+
+@keras.saving.register_keras_serializable(package="bigkeras")
+class OutputBias(layers.Layer):
+    """Adds a learned bias over the last axis (the masked-LM head's per-token bias)."""
+
+    def build(self, input_shape):
+        self.bias = self.add_weight(shape=(input_shape[-1],), initializer="zeros", name="bias")
+
+    def call(self, x):
+        return ops.cast(x, self.compute_dtype) + self.bias
+
+
+def _init():
+    return keras.initializers.TruncatedNormal(stddev=0.02)
+
+
+register_family("bert", bert_classifier, PRESETS)

@@ -1,0 +1,217 @@
+"""Encoder-decoder Transformer for translation (Vaswani et al., 2017).
+
+A bidirectional encoder over the source, a causal decoder with cross-attention over the
+encoder's outputs, sinusoidal positions, and output logits tied to the target embedding
+(and, with a shared vocabulary, to the source embedding too: the paper's three-way tying).
+Train with teacher forcing; decode with ``bigkeras.generation.generate(..., start_token_id=)``
+(greedy, sampling, or ``sampler="beam"``), cached.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+from keras import layers, ops
+
+from bigkeras import checks
+from bigkeras.layers.decoder import (
+    PositionIds,
+    SinusoidalPositionEncoding,
+    TransformerDecoderBlock,
+    cache_step_mask,
+    position_ids,
+)
+from bigkeras.layers.transformer import TransformerEncoderBlock
+from bigkeras.registry import register_family
+
+PRESETS = {
+    # Vaswani et al. (2017) "base": 6+6 layers, d_model 512, 8 heads, d_ff 2048, dropout 0.1,
+    # a shared 37,000-token vocabulary with tied embeddings: 63,084,544 parameters with the
+    # default pre-norm blocks (63,082,496 post-norm, as in the paper, which reports 65M).
+    "transformer_base": {
+        "vocab_size": 37000,
+        "num_encoder_layers": 6,
+        "num_decoder_layers": 6,
+        "hidden_dim": 512,
+        "num_heads": 8,
+        "intermediate_dim": 2048,
+        "dropout": 0.1,
+    },
+    "tiny": {
+        "vocab_size": 32,
+        "num_encoder_layers": 1,
+        "num_decoder_layers": 1,
+        "hidden_dim": 32,
+        "num_heads": 2,
+        "intermediate_dim": 64,
+        "dropout": 0.0,
+    },
+}
+
+
+def seq2seq(
+    *,
+    vocab_size: int,
+    target_vocab_size: int | None = None,
+    num_encoder_layers: int,
+    num_decoder_layers: int,
+    hidden_dim: int,
+    num_heads: int,
+    intermediate_dim: int,
+    dropout: float = 0.0,
+    activation: str = "relu",
+    norm_first: bool = True,
+    layer_norm_epsilon: float = 1e-5,
+    name: str = "seq2seq",
+) -> keras.Model:
+    """An encoder-decoder Transformer, for teacher-forced training.
+
+    Vaswani et al., 2017, "Attention Is All You Need" (https://arxiv.org/abs/1706.03762).
+    Embeddings are scaled by ``sqrt(hidden_dim)`` and summed with sinusoidal encodings of
+    positions that skip padding (a left-padded source encodes like the unpadded one).
+
+    Args:
+        vocab_size: int, the source vocabulary; also the target's when ``target_vocab_size``
+            is None (one embedding for source, target and output).
+        target_vocab_size: optional int, a separate target vocabulary with its own embedding
+            (tied to the output projection). Default None (shared).
+        num_encoder_layers: int, the encoder blocks.
+        num_decoder_layers: int, the decoder blocks.
+        hidden_dim: int, the model width; even and divisible by ``num_heads``.
+        num_heads: int, the attention heads.
+        intermediate_dim: int, the feed-forward width.
+        dropout: float in [0, 1). Default 0.
+        activation: str, the feed-forward activation. Default ``"relu"`` (the paper's).
+        norm_first: bool, pre-norm blocks with a final norm on each side (True, default,
+            stable without warm-up) or the paper's post-norm blocks.
+        layer_norm_epsilon: float. Default 1e-5.
+        name: str, the model name and layer-name prefix.
+
+    Returns:
+        A functional ``keras.Model`` with int inputs ``encoder_token_ids`` and
+        ``encoder_padding_mask`` ``(batch, src)``, ``decoder_token_ids`` (the target shifted
+        right, starting with a start token) and ``decoder_padding_mask`` ``(batch, tgt)``, and
+        float32 ``logits`` ``(batch, tgt, target vocab)``: position ``i`` predicts target
+        token ``i``.
+
+    Example:
+        >>> model = seq2seq(**PRESETS["tiny"])
+    """
+    checks.positive_int("vocab_size", vocab_size)
+    if target_vocab_size is not None:
+        checks.positive_int("target_vocab_size", target_vocab_size)
+    checks.positive_int("num_encoder_layers", num_encoder_layers)
+    checks.positive_int("num_decoder_layers", num_decoder_layers)
+    checks.fraction("dropout", dropout)
+
+    encoder_ids = keras.Input(shape=(None,), dtype="int32", name="encoder_token_ids")
+    encoder_mask = keras.Input(shape=(None,), dtype="int32", name="encoder_padding_mask")
+    decoder_ids = keras.Input(shape=(None,), dtype="int32", name="decoder_token_ids")
+    decoder_mask = keras.Input(shape=(None,), dtype="int32", name="decoder_padding_mask")
+
+    def embedding(vocab, prefix):
+        return layers.ReversibleEmbedding(
+            vocab, hidden_dim, embeddings_initializer=keras.initializers.RandomNormal(stddev=hidden_dim**-0.5),
+            name=f"{prefix}_token_embedding",
+        )
+
+    source_embedding = embedding(vocab_size, f"{name}_encoder" if target_vocab_size else name)
+    target_embedding = embedding(target_vocab_size, f"{name}_decoder") if target_vocab_size else source_embedding
+    positions = SinusoidalPositionEncoding(hidden_dim=hidden_dim, name=f"{name}_position_encoding")
+    scale = layers.Rescaling(math.sqrt(hidden_dim), name=f"{name}_embedding_scale")
+    block_args = {
+        "hidden_dim": hidden_dim, "num_heads": num_heads, "intermediate_dim": intermediate_dim,
+        "dropout": dropout, "activation": activation, "norm_first": norm_first,
+        "layer_norm_epsilon": layer_norm_epsilon,
+    }
+
+    # Encoder: (batch, src) -> (batch, src, hidden).
+    x = scale(source_embedding(encoder_ids))
+    x = layers.Add(name=f"{name}_encoder_embeddings_add")(
+        [x, positions(PositionIds(name=f"{name}_encoder_position_ids")(encoder_mask))]
+    )
+    x = layers.Dropout(dropout, name=f"{name}_encoder_embeddings_dropout")(x)
+    for i in range(num_encoder_layers):
+        x = TransformerEncoderBlock(**block_args, name=f"{name}_encoder_block{i}")(x, padding_mask=encoder_mask)
+    if norm_first:
+        x = layers.LayerNormalization(epsilon=layer_norm_epsilon, name=f"{name}_encoder_final_norm")(x)
+    encoder_outputs = x
+
+    # Decoder: (batch, tgt) -> (batch, tgt, hidden), attending to the encoder outputs.
+    y = scale(target_embedding(decoder_ids))
+    y = layers.Add(name=f"{name}_decoder_embeddings_add")(
+        [y, positions(PositionIds(name=f"{name}_decoder_position_ids")(decoder_mask))]
+    )
+    y = layers.Dropout(dropout, name=f"{name}_decoder_embeddings_dropout")(y)
+    for i in range(num_decoder_layers):
+        y = TransformerDecoderBlock(**block_args, cross_attention=True, name=f"{name}_decoder_block{i}")(
+            y, padding_mask=decoder_mask, context=encoder_outputs, context_mask=encoder_mask
+        )
+    if norm_first:
+        y = layers.LayerNormalization(epsilon=layer_norm_epsilon, name=f"{name}_decoder_final_norm")(y)
+    logits = target_embedding(y, reverse=True)  # (batch, tgt, target vocab)
+    logits = layers.Activation("linear", dtype="float32", name="logits")(logits)
+    inputs = {
+        "encoder_token_ids": encoder_ids, "encoder_padding_mask": encoder_mask,
+        "decoder_token_ids": decoder_ids, "decoder_padding_mask": decoder_mask,
+    }
+    return keras.Model(inputs, logits, name=name)
+
+
+class CachedSeq2Seq:
+    """Cached decoding over a built ``seq2seq`` model's own layers.
+
+    The encoder runs once; each decoder block's cross-attention keys and values are projected
+    once; each step runs one target position. Every cache leaf has the batch first (beam
+    search expands and reorders it).
+    """
+
+    def __init__(self, model: keras.Model):
+        prefix = model.name
+        get = model.get_layer
+        self.scale = get(f"{prefix}_embedding_scale")
+        self.positions = get(f"{prefix}_position_encoding")
+        names = {layer.name for layer in model.layers}
+        shared = f"{prefix}_token_embedding" in names
+        self.source_embedding = get(f"{prefix}_token_embedding" if shared else f"{prefix}_encoder_token_embedding")
+        self.target_embedding = get(f"{prefix}_token_embedding" if shared else f"{prefix}_decoder_token_embedding")
+        self.encoder_blocks = [l for l in model.layers if isinstance(l, TransformerEncoderBlock)]  # noqa: E741
+        self.decoder_blocks = [l for l in model.layers if isinstance(l, TransformerDecoderBlock)]  # noqa: E741
+        self.encoder_norm = get(f"{prefix}_encoder_final_norm") if f"{prefix}_encoder_final_norm" in names else None
+        self.decoder_norm = get(f"{prefix}_decoder_final_norm") if f"{prefix}_decoder_final_norm" in names else None
+
+    def init_cache(self, encoder_ids, encoder_mask, max_length):
+        """Encode the source; return the decoder cache for ``max_length`` target positions."""
+        x = self.scale(self.source_embedding(encoder_ids)) + self.positions(position_ids(encoder_mask))
+        for block in self.encoder_blocks:
+            x = block(x, padding_mask=encoder_mask)
+        if self.encoder_norm is not None:
+            x = self.encoder_norm(x)
+        batch = ops.shape(encoder_ids)[0]
+        head_dim = self.decoder_blocks[0].hidden_dim // self.decoder_blocks[0].num_heads
+        empty = ops.zeros((batch, self.decoder_blocks[0].num_heads, max_length, head_dim), x.dtype)
+        return {
+            "encoder_mask": encoder_mask,
+            "cross": tuple(block.project_context(x) for block in self.decoder_blocks),
+            "self": tuple((empty, empty) for _ in self.decoder_blocks),
+            "mask": ops.ones((batch, max_length), "int32"),
+        }
+
+    def step(self, sequence, index, cache):
+        """Logits ``(batch, target vocab)`` predicting position ``index + 1`` of ``sequence``."""
+        token_ids = sequence[:, index : index + 1]  # (batch, 1)
+        position = ops.zeros_like(token_ids) + index
+        y = self.scale(self.target_embedding(token_ids)) + self.positions(position)
+        attend_mask = cache_step_mask(cache["mask"], index)
+        caches = []
+        for block, self_cache, cross_kv in zip(self.decoder_blocks, cache["self"], cache["cross"]):
+            y, self_cache = block.step(y, self_cache, attend_mask, index, cross_kv, cache["encoder_mask"])
+            caches.append(self_cache)
+        if self.decoder_norm is not None:
+            y = self.decoder_norm(y)
+        logits = ops.cast(self.target_embedding(y, reverse=True), "float32")[:, 0]
+        return logits, {**cache, "self": tuple(caches)}
+
+
+register_family("seq2seq", seq2seq, PRESETS)

@@ -1,0 +1,85 @@
+"""The decode loop: samplers, stop tokens, the exportable tf.function, argument errors."""
+
+import os
+import tempfile
+
+import keras_hub
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from bigkeras import build
+from bigkeras.generation import generate, get_sampler, left_pad, make_generate_fn
+
+
+@pytest.fixture(scope="module")
+def model():
+    model = build("gpt_tiny")
+    # Sharpen the untrained model's logits (tied to this table) so its greedy choice is
+    # clear-cut and temperature has something to flatten.
+    table = model.get_layer("gpt_token_embedding").embeddings
+    table.assign(table * 30.0)
+    return model
+
+
+PROMPTS = [[5, 6, 7], [9], [3, 4]]
+
+
+def test_left_pad():
+    ids, mask = left_pad([[5, 6, 7], [8], []])
+    np.testing.assert_array_equal(ids, [[5, 6, 7], [0, 0, 8], [0, 0, 0]])
+    np.testing.assert_array_equal(mask, [[1, 1, 1], [0, 0, 1], [0, 0, 0]])
+
+
+def test_top_k_one_and_tiny_top_p_are_greedy(model):
+    greedy = generate(model, PROMPTS, 6)["token_ids"]
+    top1 = generate(model, PROMPTS, 6, sampler=keras_hub.samplers.TopKSampler(k=1, seed=3))["token_ids"]
+    top_p = generate(model, PROMPTS, 6, sampler=keras_hub.samplers.TopPSampler(p=1e-6, seed=3))["token_ids"]
+    np.testing.assert_array_equal(top1, greedy)
+    np.testing.assert_array_equal(top_p, greedy)
+
+
+def test_temperature_controls_sampling_spread(model):
+    prompts = [[5, 6, 7]] * 64
+    cold = generate(model, prompts, 4, sampler=keras_hub.samplers.RandomSampler(temperature=1e-3, seed=1))
+    hot = generate(model, prompts, 4, sampler=keras_hub.samplers.RandomSampler(temperature=5.0, seed=1))
+    greedy = generate(model, [[5, 6, 7]], 4)["token_ids"]
+    assert (cold["token_ids"] == greedy).all()  # a near-zero temperature is greedy
+    assert len({tuple(r) for r in hot["token_ids"][:, 3:]}) > 32  # a high one spreads out
+    assert ((hot["token_ids"] >= 0) & (hot["token_ids"] < 64)).all()
+
+
+def test_top_k_samples_only_among_the_k_likeliest(model):
+    ids, mask = left_pad([[5, 6, 7]] * 200)
+    out = generate(model, ids, 1, prompt_mask=mask, sampler=keras_hub.samplers.TopKSampler(k=3, seed=0))
+    logits = model({"token_ids": ids[:1], "padding_mask": mask[:1]})[0, -1].numpy()
+    assert set(out["token_ids"][:, -1]) <= set(np.argsort(logits)[-3:])
+
+
+def test_exported_generate_fn_reloads_and_matches(model):
+    fn = make_generate_fn(model, max_length=10, stop_token_ids=[7])
+    module = tf.Module()
+    module.model = model  # tracks the variables the function reads
+    module.generate = fn
+    ids, mask = left_pad(PROMPTS)
+    expected = fn(ids, mask)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "generate")
+        tf.saved_model.save(module, path, signatures={"generate": fn})
+        loaded = tf.saved_model.load(path)
+        got = loaded.signatures["generate"](ids=tf.constant(ids), mask=tf.constant(mask))
+    np.testing.assert_array_equal(got["token_ids"], expected["token_ids"])
+    np.testing.assert_array_equal(got["padding_mask"], expected["padding_mask"])
+
+
+def test_bad_arguments_name_the_argument(model):
+    with pytest.raises(ValueError, match="sampler"):
+        get_sampler("nucleus")
+    with pytest.raises(ValueError, match="max_length"):
+        make_generate_fn(model, max_length=0)
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        generate(model, PROMPTS, 0)
+    with pytest.raises(ValueError, match="`model` must be a gpt model"):
+        make_generate_fn(build("mlp_tiny"), max_length=4)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="shorter than max_length"):
+        make_generate_fn(model, max_length=3)(*left_pad([[1, 2, 3]]))
