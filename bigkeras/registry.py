@@ -23,14 +23,14 @@ class ModelSpec:
     builder: Callable[..., keras.Model]
     kwargs: Mapping[str, Any] = field(default_factory=dict)
 
-    def build(self, **overrides: Any) -> keras.Model:
+    def build(self, /, **overrides: Any) -> keras.Model:
         return self.builder(**{**self.kwargs, **overrides})
 
 
 _MODELS: dict[str, ModelSpec] = {}
 
 
-def register(name: str, family: str, builder: Callable[..., keras.Model], **kwargs: Any) -> None:
+def register(name: str, family: str, builder: Callable[..., keras.Model], /, **kwargs: Any) -> None:
     """Register ``builder`` with preset ``kwargs`` under ``name``; a duplicate name raises."""
     if name in _MODELS:
         raise ValueError(f"A model named {name!r} is already registered ({_MODELS[name].family}).")

@@ -47,3 +47,16 @@ def test_every_family_has_a_tiny_preset():
 def _vocab_size(kwargs):
     sizes = [v for k, v in kwargs.items() if k.endswith("vocab_size")]
     return min(sizes, default=2)
+
+
+@pytest.mark.parametrize("name", bigkeras.list_models("*_tiny"))
+def test_logits_stay_float32_under_mixed_precision(name):
+    import keras
+
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = bigkeras.build(name)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    for output in model.outputs:
+        assert output.dtype == "float32", (output.name, output.dtype)

@@ -142,7 +142,7 @@ def cnn(
             x = layers.Dropout(dropout, name=f"{name}_fc{k}_dropout")(x)
     if dropout and not dense_units:
         x = layers.Dropout(dropout, name=f"{name}_dropout")(x)
-    logits = layers.Dense(num_classes, name="logits")(x)
+    logits = layers.Dense(num_classes, dtype="float32", name="logits")(x)  # float32 under mixed precision
     return keras.Model(inputs, logits, name=name)
 
 

@@ -138,7 +138,7 @@ def inception_v3(
         x = _module_e(x, d, name=f"{name}_mixed{next(index)}")
 
     x = layers.GlobalAveragePooling2D(name=f"{name}_avg_pool")(x)  # (batch, 2048)
-    logits = layers.Dense(num_classes, name="logits")(x)
+    logits = layers.Dense(num_classes, dtype="float32", name="logits")(x)  # float32 under mixed precision
     return keras.Model(inputs, logits, name=name)
 
 
@@ -197,7 +197,7 @@ def inception_small(
             branch3 = _conv_bn(x, ch3, 3, name=f"{prefix}_3x3")
             x = layers.Concatenate(name=f"{prefix}_concat")([branch1, branch3])
     x = layers.GlobalAveragePooling2D(name=f"{name}_avg_pool")(x)
-    logits = layers.Dense(num_classes, name="logits")(x)
+    logits = layers.Dense(num_classes, dtype="float32", name="logits")(x)  # float32 under mixed precision
     return keras.Model(inputs, logits, name=name)
 
 

@@ -60,7 +60,7 @@ def mlp(
         x = layers.Activation(activation, name=f"{name}_dense{i}_{activation}")(x)
         if dropout:
             x = layers.Dropout(dropout, name=f"{name}_dense{i}_dropout")(x)
-    logits = layers.Dense(num_classes, name="logits")(x)
+    logits = layers.Dense(num_classes, dtype="float32", name="logits")(x)  # float32 under mixed precision
     return keras.Model(inputs, logits, name=name)
 
 

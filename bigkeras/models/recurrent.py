@@ -135,7 +135,7 @@ def recurrent(
         x = layer(x)  # (batch, steps, width) or, for the last layer, (batch, width)
         if dropout:
             x = layers.Dropout(dropout, name=f"{name}_{cell}{i}_dropout")(x)
-    logits = layers.Dense(num_classes, name="logits")(x)
+    logits = layers.Dense(num_classes, dtype="float32", name="logits")(x)  # float32 under mixed precision
     return keras.Model(inputs, logits, name=name)
 
 

@@ -129,7 +129,7 @@ def resnet(
         x = layers.BatchNormalization(epsilon=_BN_EPSILON, name=f"{name}_post_bn")(x)
         x = layers.Activation("relu", name=f"{name}_post_relu")(x)
     x = layers.GlobalAveragePooling2D(name=f"{name}_avg_pool")(x)  # (batch, channels)
-    logits = layers.Dense(num_classes, name="logits")(x)
+    logits = layers.Dense(num_classes, dtype="float32", name="logits")(x)  # float32 under mixed precision
     return keras.Model(inputs, logits, name=name)
 
 

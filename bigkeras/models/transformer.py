@@ -122,7 +122,7 @@ def transformer_classifier(
         x = x[:, 0, :]  # (batch, hidden): the first token's output
     if dropout:
         x = layers.Dropout(dropout, name=f"{name}_head_dropout")(x)
-    logits = layers.Dense(num_classes, name="logits")(x)
+    logits = layers.Dense(num_classes, dtype="float32", name="logits")(x)  # float32 under mixed precision
     return keras.Model(token_ids, logits, name=name)
 
 
