@@ -16,6 +16,15 @@ def positive_int(name: str, value: Any, *, allow_zero: bool = False) -> int:
     return value
 
 
+def positive_number(name: str, value: Any, *, allow_zero: bool = False) -> float:
+    """Return ``value`` as a float if it is a positive number (or zero when ``allow_zero``)."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not ok or value < 0 or (value == 0 and not allow_zero):
+        accepts = "a non-negative number" if allow_zero else "a positive number"
+        raise ValueError(f"`{name}` must be {accepts}, got {value!r}.")
+    return float(value)
+
+
 def positive_ints(name: str, values: Any, *, allow_zero: bool = False) -> tuple[int, ...]:
     """Return a non-empty sequence of positive ints as a tuple, else raise naming ``name``."""
     if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
@@ -68,6 +77,18 @@ def shape(name: str, value: Any, *, rank: int | Sequence[int], channels: bool = 
             continue
         positive_int(f"{name}[{i}]", d)
     return value
+
+
+def min_side(name: str, image_shape: tuple, minimum: int, why: str) -> None:
+    """Raise unless the (height, width) of ``image_shape`` are at least ``minimum`` (or None).
+
+    ``why`` completes "too small: ..." with the network's reason, e.g. "it downsamples by 32x".
+    """
+    if any(d is not None and d < minimum for d in image_shape[:2]):
+        raise ValueError(
+            f"`{name}` {image_shape!r} is too small: {why}, so height and width must be "
+            f"at least {minimum}."
+        )
 
 
 def _ranks(ranks: tuple[int, ...]) -> str:

@@ -165,9 +165,7 @@ class TransformerEncoderBlock(keras.layers.Layer):
         self.dropout = checks.fraction("dropout", dropout)
         self.activation = keras.activations.serialize(keras.activations.get(activation))
         self.norm_first = bool(norm_first)
-        numeric = isinstance(layer_norm_epsilon, (int, float)) and not isinstance(layer_norm_epsilon, bool)
-        if not numeric or layer_norm_epsilon <= 0:
-            raise ValueError(f"`layer_norm_epsilon` must be a positive number, got {layer_norm_epsilon!r}.")
+        checks.positive_number("layer_norm_epsilon", layer_norm_epsilon)
         self.layer_norm_epsilon = float(layer_norm_epsilon)
         self.supports_masking = True
 

@@ -117,7 +117,7 @@ def cnn(
             f"{input_shape!r}; use head='avg' for variable-size images."
         )
     # Each block's 2x2 max-pool floors the side; a side that reaches 0 breaks the graph.
-    _check_min_side(input_shape, 2 ** len(filters), f"{len(filters)} pooling blocks halve it")
+    checks.min_side("input_shape", input_shape, 2 ** len(filters), f"{len(filters)} pooling blocks halve it")
 
     inputs = keras.Input(shape=input_shape, name="images")
     x = inputs
@@ -149,15 +149,6 @@ def cnn(
 def _nonempty(values) -> bool:
     # An empty sequence means "no hidden layers"; anything else goes to the checks.
     return not (isinstance(values, (tuple, list)) and len(values) == 0)
-
-
-def _check_min_side(input_shape: tuple, min_side: int, why: str) -> None:
-    small = [d for d in input_shape[:2] if d is not None and d < min_side]
-    if small:
-        raise ValueError(
-            f"`input_shape` {input_shape!r} is too small: {why}, so height and width must be "
-            f"at least {min_side}."
-        )
 
 
 register_family("cnn", cnn, PRESETS)

@@ -104,14 +104,12 @@ def inception_v3(
     """
     input_shape = checks.shape("input_shape", input_shape, rank=3, channels=True)
     checks.positive_int("num_classes", num_classes)
-    number = isinstance(depth_multiplier, (int, float)) and not isinstance(depth_multiplier, bool)
-    if not number or depth_multiplier <= 0:
-        raise ValueError(f"`depth_multiplier` must be a positive number, got {depth_multiplier!r}.")
+    checks.positive_number("depth_multiplier", depth_multiplier)
     checks.positive_int("min_depth", min_depth)
     grid35_pool_filters = checks.positive_ints("grid35_pool_filters", grid35_pool_filters)
     grid17_widths = checks.positive_ints("grid17_widths", grid17_widths)
     checks.positive_int("grid8_modules", grid8_modules)
-    _check_min_side(input_shape, _V3_MIN_SIDE, "Inception-v3's valid-padded reductions shrink it 75 -> 1")
+    checks.min_side("input_shape", input_shape, _V3_MIN_SIDE, "Inception-v3's valid-padded reductions shrink it 75 -> 1")
 
     def d(filters):  # TF-slim's depth(): thin every conv, but keep at least min_depth filters.
         return filters if depth_multiplier == 1 else max(int(filters * depth_multiplier), min_depth)
@@ -317,15 +315,6 @@ def _downsample(x, filters, name):
     conv = _conv_bn(x, filters, 3, strides=2, name=f"{name}_conv")
     pool = layers.MaxPooling2D(3, strides=2, padding="same", name=f"{name}_pool")(x)
     return layers.Concatenate(name=f"{name}_concat")([conv, pool])
-
-
-def _check_min_side(input_shape: tuple, min_side: int, why: str) -> None:
-    small = [side for side in input_shape[:2] if side is not None and side < min_side]
-    if small:
-        raise ValueError(
-            f"`input_shape` {input_shape!r} is too small: {why}, so height and width must be "
-            f"at least {min_side}."
-        )
 
 
 register_family("inception", inception_small, PRESETS)

@@ -105,12 +105,7 @@ def resnet(
     # Strided layers round sizes up, so nothing breaks below this; like keras.applications we
     # still refuse inputs smaller than the total stride (the last stage would see < 1 pixel).
     total_stride = _STEM_STRIDE[stem] * 2 ** (len(stage_blocks) - 1)
-    small = [d for d in input_shape[:2] if d is not None and d < total_stride]
-    if small:
-        raise ValueError(
-            f"`input_shape` {input_shape!r} is too small: this ResNet downsamples by "
-            f"{total_stride}x, so height and width must be at least {total_stride}."
-        )
+    checks.min_side("input_shape", input_shape, total_stride, f"this ResNet downsamples by {total_stride}x")
 
     inputs = keras.Input(shape=input_shape, name="images")
     x = _stem(inputs, width, kind=stem, preact=preact, use_bias=use_bias, name=f"{name}_stem")

@@ -69,8 +69,7 @@ class RestClient:
     def __init__(self, url: str, model: str, *, version: int | None = None, label: str | None = None, timeout: float = 10.0):
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
             raise ValueError(f"`url` must start with http:// or https://, got {url!r}.")
-        if not isinstance(timeout, (int, float)) or timeout <= 0:
-            raise ValueError(f"`timeout` must be a positive number of seconds, got {timeout!r}.")
+        checks.positive_number("timeout", timeout)
         self.url = url.rstrip("/")
         self.model = model
         self.timeout = float(timeout)
@@ -146,8 +145,7 @@ class GrpcClient:
     def __init__(self, target: str, model: str, *, version: int | None = None, label: str | None = None, timeout: float = 10.0):
         if not isinstance(target, str) or ":" not in target or "/" in target:
             raise ValueError(f"`target` must be 'host:port' (no scheme), got {target!r}.")
-        if not isinstance(timeout, (int, float)) or timeout <= 0:
-            raise ValueError(f"`timeout` must be a positive number of seconds, got {timeout!r}.")
+        checks.positive_number("timeout", timeout)
         _model_path(model, version, label)  # validates the combination
         self.target = target
         self.timeout = float(timeout)

@@ -104,17 +104,17 @@ class TrainConfig:
         checks.one_of("strategy", self.strategy, STRATEGIES)
         checks.positive_int("cpu_replicas", self.cpu_replicas, allow_zero=True)
         checks.one_of("optimizer", self.optimizer, OPTIMIZERS)
-        _positive_number("learning_rate", self.learning_rate)
-        _positive_number("weight_decay", self.weight_decay, allow_zero=True)
+        checks.positive_number("learning_rate", self.learning_rate)
+        checks.positive_number("weight_decay", self.weight_decay, allow_zero=True)
         checks.fraction("momentum", self.momentum)
         checks.one_of("schedule", self.schedule, SCHEDULES)
         checks.positive_int("warmup_steps", self.warmup_steps, allow_zero=True)
         self.step_boundaries = tuple(self.step_boundaries)
         for i, b in enumerate(self.step_boundaries):
             checks.fraction(f"step_boundaries[{i}]", b)
-        _positive_number("step_gamma", self.step_gamma)
+        checks.positive_number("step_gamma", self.step_gamma)
         checks.fraction("step_gamma", self.step_gamma, inclusive_high=True)
-        _optional(_positive_number, "clipnorm", self.clipnorm)
+        _optional(checks.positive_number, "clipnorm", self.clipnorm)
         checks.positive_int("grad_accum_steps", self.grad_accum_steps)
         checks.one_of("mixed_precision", self.mixed_precision, MIXED_PRECISION)
         checks.one_of("jit_compile", self.jit_compile, (True, False, "auto"))
@@ -138,10 +138,3 @@ def _optional(check, name, value):
     if value is not None:
         check(name, value)
 
-
-def _positive_number(name: str, value: Any, *, allow_zero: bool = False) -> float:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if not ok or value < 0 or (value == 0 and not allow_zero):
-        accepts = "a non-negative number" if allow_zero else "a positive number"
-        raise ValueError(f"`{name}` must be {accepts}, got {value!r}.")
-    return float(value)
