@@ -14,7 +14,6 @@ from google.protobuf import text_format
 from tensorflow_serving.apis import prediction_log_pb2
 
 import bigkeras
-import bigkeras.models.gpt  # noqa: F401  (registers gpt_tiny until models/__init__ imports it)
 from bigkeras.serving import (
     VerificationError,
     export_saved_model,
@@ -30,7 +29,8 @@ from bigkeras.serving.config import model_server_config
 from bigkeras.serving.signatures import gpt_signatures
 
 CLASSES = ["cat", "dog", "eel"]
-SENTENCES = ["the cat sat on the mat", "a dog ran in the park", "what a good movie", "a bad film"]
+SENTENCES = ["the caf\u00e9\u2019s \u201ccat\u201d sat on the mat",  # non-ASCII first: warmup and build use it
+              "a dog ran in the park", "what a good movie", "a bad film"]
 CLASSIFIER_OUTPUTS = {"logits": "float32", "probabilities": "float32", "class_id": "int32", "class_name": "string"}
 
 
