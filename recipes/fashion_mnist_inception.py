@@ -22,7 +22,8 @@ from bigkeras import recipe
 # Setup
 # ---------------------------------------------------------------------------------------
 args = recipe.parse_args(
-    __doc__, name="fashion_mnist_inception", data="fashion_mnist", epochs=2, batch_size=128, learning_rate=0.05
+    __doc__, name="fashion_mnist_inception", data="fashion_mnist", epochs=2, batch_size=128, learning_rate=0.05,
+    extra=[(("--augment",), {"action": "store_true", "help": "random flips and shifts (Keras core layers)"})],
 )
 
 from bigkeras import data  # noqa: E402
@@ -34,6 +35,8 @@ from bigkeras.training import train  # noqa: E402
 # uint8 (n, H, W, C) images (28x28x1 or CIFAR's 32x32x3); scaled to [0, 1] once, cached.
 images = recipe.load_data(args)
 train_ds = data.from_arrays(*images.train, map_fn=recipe.scale_images, shuffle=True)
+if args.augment:  # after the cache, so every epoch draws new flips and shifts
+    train_ds = data.augment_images(train_ds)
 val_ds = data.from_arrays(*images.validation, map_fn=recipe.scale_images)
 test_ds = data.from_arrays(*images.test, map_fn=recipe.scale_images)
 

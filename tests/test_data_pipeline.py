@@ -113,3 +113,25 @@ def test_wordpiece_tokenizer_trains_on_the_given_texts():
     assert tokenizer(["zebra"])[0, 0] == 3  # "z" and "b" never occur in the corpus: [UNK]
     with pytest.raises(ValueError, match="`reserved_tokens` must include the OOV token"):
         data.wordpiece_tokenizer(corpus, vocabulary_size=60, reserved_tokens=("[PAD]",))
+
+
+def test_augment_images_flips_and_shifts_with_a_new_draw_each_epoch():
+    import numpy as np
+
+    from bigkeras.data import augment_images, from_arrays
+
+    # A bright left half: a flip moves it right, a shift moves its edge.
+    image = np.zeros((8, 16, 16, 1), np.float32)
+    image[:, :, :8] = 1.0
+    ds = augment_images(from_arrays(image, np.arange(8)), seed=3)
+    epoch1 = np.stack([x.numpy() for x, _ in ds])
+    epoch2 = np.stack([x.numpy() for x, _ in ds])
+    assert epoch1.shape == image.shape
+    assert not np.allclose(epoch1, image)  # something moved
+    assert not np.allclose(epoch1, epoch2)  # a new draw every epoch
+    assert [int(y) for _, y in ds] == list(range(8))  # labels untouched
+    flipped_only = np.stack([x.numpy() for x, _ in augment_images(from_arrays(image, np.arange(8)), translate=0.0)])
+    for x in flipped_only:  # each image is itself or its mirror image
+        assert np.allclose(x, image[0]) or np.allclose(x, image[0][:, ::-1])
+    plain = from_arrays(image, np.arange(8))
+    assert augment_images(plain, flip=False, translate=0.0) is plain  # nothing to do

@@ -33,6 +33,7 @@ RECIPES = {  # name -> the signatures (and their inputs) its export must have
     "transfer_learning": IMAGE,
 }
 VIA_CLI = "fashion_mnist_mlp"  # runs as `bigkeras train NAME`, the others as `python recipes/NAME.py`
+EXTRA_FLAGS = {"fashion_mnist_resnet20": ["--augment"]}  # recipe-specific flags exercised by the smoke run
 RESULT_KEYS = {"recipe", "data", "metric", "value", "wall_seconds", "command", "export"}
 
 
@@ -46,7 +47,7 @@ def smoke_runs(tmp_path_factory):
 
     def run(name):
         run_dir = tmp / "runs" / name
-        flags = ["--smoke", "--run-dir", str(run_dir), "--export-dir", str(export_dir)]
+        flags = ["--smoke", "--run-dir", str(run_dir), "--export-dir", str(export_dir), *EXTRA_FLAGS.get(name, [])]
         if name == VIA_CLI:
             command = [sys.executable, "-m", "bigkeras.cli", "train", name, *flags]
         else:

@@ -11,7 +11,7 @@ sizes and split (``bigkeras.data.images``, ``.text``, ``.pairs``).
 """
 
 from bigkeras.data.datasets import SEED, Data, DataFileError, Split, load, load_tfds, names, random_splits
-from bigkeras.data.pipeline import batched, from_arrays, text_vectorizer, wordpiece_tokenizer
+from bigkeras.data.pipeline import augment_images, batched, from_arrays, text_vectorizer, wordpiece_tokenizer
 from bigkeras.data.tfrecords import read_spec, read_tfrecords, shard_paths, write_tfrecords
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "Data",
     "DataFileError",
     "Split",
+    "augment_images",
     "batched",
     "from_arrays",
     "load",

@@ -37,7 +37,7 @@ def from_arrays(
 
     Order of the stages: slices -> ``map_fn`` -> cache -> shuffle. Deterministic
     preprocessing goes in ``map_fn`` so it runs once and is cached; random augmentation
-    belongs after this (per batch, in the model or the harness), so each epoch differs.
+    (``augment_images``) goes after this, so each epoch differs.
 
     Args:
         x: features: an array (images, token ids), a list/array of ``str``, or a dict of
@@ -92,6 +92,37 @@ def batched(
     """
     ds = dataset.batch(checks.positive_int("batch_size", batch_size), drop_remainder=drop_remainder)
     return ds.prefetch(tf.data.AUTOTUNE) if prefetch else ds
+
+
+def augment_images(
+    dataset: tf.data.Dataset, *, flip: bool = True, translate: float = 0.1, seed: int = SEED
+) -> tf.data.Dataset:
+    """Random horizontal flips and shifts of each training image, a new draw every epoch.
+
+    Uses Keras core preprocessing layers (keras-cv is frozen upstream; its authors point to
+    these). Apply it after ``from_arrays`` (after the cache), to the training split only.
+
+    Args:
+        dataset: an unbatched dataset of ``(image, label)`` with float ``(h, w, c)`` images.
+        flip: bool, flip left-right with probability 1/2 (label-preserving for clothes, CIFAR).
+        translate: float in [0, 1), the largest shift as a fraction of height and width;
+            the uncovered border is filled with zeros, like the paper's 4-pixel padded crops.
+        seed: int, the seed of the random draws.
+
+    Returns:
+        The augmented unbatched dataset.
+
+    Example:
+        >>> train = augment_images(from_arrays(x, y, map_fn=scale, shuffle=True))
+    """
+    checks.fraction("translate", translate)
+    steps = [keras.layers.RandomFlip("horizontal", seed=seed)] if flip else []
+    if translate:
+        steps.append(keras.layers.RandomTranslation(translate, translate, fill_mode="constant", seed=seed))
+    if not steps:
+        return dataset
+    augment = keras.Sequential(steps, name="augment")
+    return dataset.map(lambda x, y: (augment(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def text_vectorizer(
