@@ -239,7 +239,7 @@ def classifier_on(backbone, num_classes: int, *, image_size=None, dropout: float
     if len(features.shape) == 4:  # (batch, h, w, d) -> (batch, d)
         features = keras.layers.GlobalAveragePooling2D(name=f"{name}_avg_pool")(features)
     features = keras.layers.Dropout(dropout, name=f"{name}_dropout")(features)
-    logits = keras.layers.Dense(num_classes, name="logits")(features)
+    logits = keras.layers.Dense(num_classes, dtype="float32", name="logits")(features)  # float32 under mixed precision
     return keras.Model(inputs, logits, name=name)
 
 

