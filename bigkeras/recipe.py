@@ -294,40 +294,15 @@ def finish(
         The ``results.json`` record (plus ``export``, the version directory).
     """
     from bigkeras import data as bkdata
-    from bigkeras.serving import export_saved_model, verify, write_model_config
 
-    model, run_dir = result.model, pathlib.Path(result.run_dir)
-    scores = model.evaluate(bkdata.batched(test_data, batch_size), return_dict=True, verbose=0)
+    scores = result.model.evaluate(bkdata.batched(test_data, batch_size), return_dict=True, verbose=0)
     if metric not in scores:
         raise ValueError(f"`metric` must be one of the evaluated metrics {sorted(scores)}, got {metric!r}.")
-    _write_samples(run_dir / "samples.json", model, test_data, dataset)
-
-    path = export_saved_model(model, args.name, base_dir=args.export_dir, signatures=signatures)
-    report = verify(path)
-    config = write_model_config(args.export_dir)
-    record = {
-        "recipe": args.name,
-        "data": dataset.name,
-        "metric": f"test_{metric}",
-        "value": round(float(scores[metric]), 4),
-        "wall_seconds": round(time.perf_counter() - args.start, 1),
-        "command": args.command,
-        "export": str(path),
-    }
-    (run_dir / "results.json").write_text(json.dumps(record, indent=2) + "\n")
-    print(
-        f"\n{args.name}: test {metric} {record['value']:.4f} on {dataset.name} "
-        f"({len(dataset.test):,} held-out examples) in {record['wall_seconds']:.0f} s\n"
-        f"  run dir  {run_dir}  (results.json, samples.json, history.csv, curves.png, best/last.keras)\n"
-        f"  export   {path}  (signatures {', '.join(sorted(report.signatures))}; verified without Keras, "
-        f"{report.warmup_records} warmup requests)\n"
-        f"  serving  {config}  ->  bigkeras serving-command --base-dir {args.export_dir}",
-        flush=True,
-    )
-    return record
+    return publish(args, result, dataset, metric=f"test_{metric}", value=scores[metric],
+                   samples=_sample_rows(result.model, test_data, dataset), signatures=signatures)
 
 
-def _write_samples(path: pathlib.Path, model, test_data, dataset) -> None:
+def _sample_rows(model, test_data, dataset) -> list[dict]:
     """The first few held-out examples with their true and predicted classes."""
     features, labels = next(iter(test_data.batch(SAMPLES)))
     probabilities = np.asarray(_softmax(model.predict(features, verbose=0)))
@@ -342,7 +317,7 @@ def _write_samples(path: pathlib.Path, model, test_data, dataset) -> None:
             "predicted": _class_name(dataset, predicted),
             "probability": round(float(probs[predicted]), 4),
         })
-    path.write_text(json.dumps(rows, indent=2, ensure_ascii=False) + "\n")
+    return rows
 
 
 def _softmax(logits):
@@ -366,11 +341,8 @@ def _command_line(argv) -> str:
     return shlex.join(["python", str(script), *flags])
 
 
-# ======================================================================================
-# Generative recipes (GPT, BERT pre-training, seq2seq). Additive: nothing above calls this.
-# They score the held-out split themselves (perplexity, exact match, BLEU), so they end with
-# ``publish`` where the classifiers end with ``finish``.
-# ======================================================================================
+# Generative recipes (GPT, BERT pre-training, seq2seq) score the held-out split themselves
+# (perplexity, exact match, BLEU), so they end with ``publish``, which ``finish`` also ends with.
 
 
 def load_second_data(args: argparse.Namespace, name: str):
@@ -393,7 +365,7 @@ def publish(
     signatures: Mapping,
     details: Mapping | None = None,
 ) -> dict:
-    """Record, export, verify: ``finish`` for a held-out score the recipe computed itself.
+    """Record, export, verify: the end of every recipe, given its held-out score.
 
     Args:
         args: the recipe's parsed arguments (from ``parse_args``).
