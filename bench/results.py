@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-COLUMNS = ("recipe", "data", "metric", "value", "wall time", "command")
+COLUMNS = ("recipe", "data", "metric", "value", "details", "wall time", "command")
 REQUIRED = ("recipe", "data", "metric", "value", "wall_seconds", "command")
 
 
@@ -37,10 +37,16 @@ def markdown_table(records: list[dict]) -> str:
     """A GitHub-markdown table, one row per run."""
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "|".join(["---"] * len(COLUMNS)) + "|"]
     for r in records:
-        cells = (f"`{r['recipe']}`", r["data"], r["metric"], f"{r['value']:.4f}",
+        cells = (f"`{r['recipe']}`", r["data"], r["metric"], f"{r['value']:.4f}", _details(r),
                  _duration(r["wall_seconds"]), f"`{r['command']}`")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _details(record: dict) -> str:
+    """Extra figures a recipe recorded (baselines, other splits), except the headline metric."""
+    extra = {k: v for k, v in record.get("details", {}).items() if k != record["metric"]}
+    return ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in extra.items())
 
 
 def _duration(seconds: float) -> str:

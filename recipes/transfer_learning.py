@@ -79,7 +79,8 @@ train(frozen_model, train_ds, val_ds, recipe.train_config(args, epochs=1, run_di
 
 def unfrozen_model():  # built afresh inside train()'s strategy scope, from the head run
     model = keras.saving.load_model(os.path.join(head_dir, "last.keras"))
-    model.trainable = True
+    for layer in model.layers:  # the nested backbone keeps its own flag: `model.trainable` alone won't reach it
+        layer.trainable = True
     return model
 
 

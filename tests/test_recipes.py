@@ -195,3 +195,15 @@ def test_load_backbone_bad_paths_say_what_they_accept(tmp_path):
     with pytest.raises(ValueError, match=r"\.keras file, an \.h5 weights file"):
         recipe.load_backbone(tmp_path / "model.onnx")
 
+
+
+@pytest.mark.slow
+def test_transfer_learning_fine_tunes_the_backbone_after_the_head(smoke_runs):
+    import keras
+
+    runs, _ = smoke_runs
+    _, run_dir = runs["transfer_learning"]
+    head = keras.saving.load_model(run_dir / "head" / "last.keras")
+    tuned = keras.saving.load_model(run_dir / "last.keras")
+    frozen, fine = (m.get_layer("backbone").get_weights() for m in (head, tuned))
+    assert any(not np.allclose(a, b) for a, b in zip(frozen, fine)), "the backbone did not move in fine-tuning"
