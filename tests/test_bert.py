@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from bigkeras import build
 from bigkeras.data.masking import mlm_masking
-from bigkeras.models.bert import BACKBONE_PRESETS, bert_backbone, bert_classifier, bert_pretraining, wordpiece_tokenizer
+from bigkeras.models.bert import BACKBONE_PRESETS, bert_backbone, bert_classifier, bert_pretraining
 
 MASK = 4  # [PAD] 0, [UNK] 1, [CLS] 2, [SEP] 3, [MASK] 4
 
@@ -114,11 +114,13 @@ def test_masking_defaults_to_fixed_width_slots():
 
 
 def test_wordpiece_tokenizer_learns_a_vocabulary_with_bert_special_tokens():
+    from bigkeras.data import wordpiece_tokenizer
+
     texts = ["the cat sat on the mat", "the dog sat on the log", "a cat and a dog"] * 20
-    tokenizer = wordpiece_tokenizer(texts, vocab_size=80)
-    assert tokenizer.get_vocabulary()[:5] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tokenizer = wordpiece_tokenizer(texts, vocabulary_size=80)
+    assert tokenizer.get_vocabulary()[:5] == ["[PAD]", "[CLS]", "[SEP]", "[UNK]", "[MASK]"]
     ids = np.asarray(tokenizer(["The cat sat"])).tolist()[0]
-    assert 1 not in ids  # no [UNK]: every word is in the learned vocabulary
+    assert tokenizer.token_to_id("[UNK]") not in ids  # every word is in the learned vocabulary
     detokenized = tokenizer.detokenize([ids])
     assert (detokenized[0] if isinstance(detokenized, list) else detokenized.numpy()[0].decode()) == "the cat sat"
 

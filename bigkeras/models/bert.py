@@ -8,23 +8,20 @@ Understanding" (https://arxiv.org/abs/1810.04805).
   next-sentence head. It extends the backbone's own graph, so training it trains the backbone.
 - ``bert_classifier``: a pre-trained backbone (or a fresh one) plus a classification head;
   this is the builder registered as the ``bert`` family.
-- ``wordpiece_tokenizer``: a keras-hub WordPiece tokenizer with a vocabulary trained on texts.
 
-Masking for pre-training is a ``tf.data`` step in ``bigkeras.data.masking``.
+Masking for pre-training is a ``tf.data`` step in ``bigkeras.data.masking``; a WordPiece
+vocabulary trained on the corpus comes from ``bigkeras.data.wordpiece_tokenizer``.
 """
 
 from __future__ import annotations
 
 import keras
 import keras_hub
-import tensorflow as tf
 from keras import layers, ops
 
 from bigkeras import checks
 from bigkeras.layers.transformer import TransformerEncoderBlock
 from bigkeras.registry import register_family
-
-SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")  # ids 0..4 in a trained vocab
 
 BACKBONE_PRESETS = {
     # BERT-base uncased: 109,482,240 backbone parameters, as keras_hub's BertBackbone.
@@ -199,37 +196,6 @@ def bert_classifier(
     x = layers.Dropout(dropout, name=f"{backbone.name}_classifier_dropout")(pooled)
     logits = layers.Dense(num_classes, kernel_initializer=_init(), dtype="float32", name="logits")(x)
     return keras.Model(inputs, logits, name=f"{backbone.name}_classifier")
-
-
-def wordpiece_tokenizer(texts, *, vocab_size: int, sequence_length: int | None = None, lowercase: bool = True):
-    """A keras-hub ``WordPieceTokenizer`` with a vocabulary trained on ``texts``.
-
-    The vocabulary (``keras_hub.tokenizers.compute_word_piece_vocabulary``) starts with
-    ``SPECIAL_TOKENS``: ``[PAD]`` 0, ``[UNK]`` 1, ``[CLS]`` 2, ``[SEP]`` 3, ``[MASK]`` 4.
-
-    Args:
-        texts: a list of strings or a ``tf.data.Dataset`` of strings.
-        vocab_size: int, the largest vocabulary to learn (special tokens included).
-        sequence_length: optional int, pad or truncate outputs to this length.
-        lowercase: bool, lowercase before splitting (BERT "uncased"). Default True.
-
-    Returns:
-        A ``keras_hub.tokenizers.WordPieceTokenizer``.
-
-    Example:
-        >>> tokenizer = wordpiece_tokenizer(["the cat sat", "the dog ran"], vocab_size=64)
-        >>> tokenizer("the cat")
-    """
-    checks.positive_int("vocab_size", vocab_size)
-    if isinstance(texts, (list, tuple)):
-        # keras-hub reads a Python list as file names; a dataset is read as the texts.
-        texts = tf.data.Dataset.from_tensor_slices(list(texts))
-    vocabulary = keras_hub.tokenizers.compute_word_piece_vocabulary(
-        texts, vocab_size, lowercase=lowercase, reserved_tokens=list(SPECIAL_TOKENS)
-    )
-    return keras_hub.tokenizers.WordPieceTokenizer(
-        vocabulary=vocabulary, sequence_length=sequence_length, lowercase=lowercase, oov_token="[UNK]"
-    )
 
 
 @keras.saving.register_keras_serializable(package="bigkeras")
