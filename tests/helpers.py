@@ -9,7 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -115,3 +120,33 @@ def _numpy(outputs):
     if isinstance(outputs, dict):
         return {k: np.asarray(v) for k, v in outputs.items()}
     return np.asarray(outputs)
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_recipes_smoke(tmp: Path, names, *, via_cli: str, extra_flags=None, timeout: int = 600):
+    """Run each recipe with ``--smoke`` in a subprocess, two at a time, into ``tmp``.
+
+    ``via_cli`` runs as ``bigkeras train NAME``, the others as ``python recipes/NAME.py``.
+
+    Returns:
+        ``({name: (CompletedProcess, run_dir)}, export_dir)``.
+    """
+    export_dir = tmp / "saved_models"
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+           "TF_CPP_MIN_LOG_LEVEL": "2", "KERAS_BACKEND": "tensorflow"}
+
+    def run(name):
+        run_dir = tmp / "runs" / name
+        flags = ["--smoke", "--run-dir", str(run_dir), "--export-dir", str(export_dir),
+                 *(extra_flags or {}).get(name, [])]
+        script = ["-m", "bigkeras.cli", "train", name] if name == via_cli else [str(ROOT / "recipes" / f"{name}.py")]
+        start = time.perf_counter()
+        proc = subprocess.run([sys.executable, *script, *flags], cwd=tmp, env=env, capture_output=True,
+                              text=True, timeout=timeout)
+        print(f"{name}: {time.perf_counter() - start:.0f} s")
+        return name, (proc, run_dir)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return dict(pool.map(run, names)), export_dir

@@ -11,16 +11,14 @@ import json
 import os
 import subprocess
 import sys
-import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from bigkeras import recipe
+from tests.helpers import ROOT, run_recipes_smoke
 
-ROOT = Path(__file__).resolve().parent.parent
 IMAGE = {"serving_default": {"images"}, "serving_bytes": {"image_bytes"}}
 TEXT = {"serving_default": {"text"}}
 RECIPES = {  # name -> the signatures (and their inputs) its export must have
@@ -40,26 +38,7 @@ RESULT_KEYS = {"recipe", "data", "metric", "value", "wall_seconds", "command", "
 @pytest.fixture(scope="module")
 def smoke_runs(tmp_path_factory):
     """Run every recipe with --smoke; ``{name: (CompletedProcess, run_dir)}`` plus the export dir."""
-    tmp = tmp_path_factory.mktemp("recipes")
-    export_dir = tmp / "saved_models"
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-           "TF_CPP_MIN_LOG_LEVEL": "2", "KERAS_BACKEND": "tensorflow"}
-
-    def run(name):
-        run_dir = tmp / "runs" / name
-        flags = ["--smoke", "--run-dir", str(run_dir), "--export-dir", str(export_dir), *EXTRA_FLAGS.get(name, [])]
-        if name == VIA_CLI:
-            command = [sys.executable, "-m", "bigkeras.cli", "train", name, *flags]
-        else:
-            command = [sys.executable, str(ROOT / "recipes" / f"{name}.py"), *flags]
-        start = time.perf_counter()
-        proc = subprocess.run(command, cwd=tmp, env=env, capture_output=True, text=True, timeout=600)
-        print(f"{name}: {time.perf_counter() - start:.0f} s")
-        return name, (proc, run_dir)
-
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        runs = dict(pool.map(run, RECIPES))
-    return runs, export_dir
+    return run_recipes_smoke(tmp_path_factory.mktemp("recipes"), RECIPES, via_cli=VIA_CLI, extra_flags=EXTRA_FLAGS)
 
 
 @pytest.mark.slow

@@ -8,18 +8,14 @@ signature (``generate``, ``translate`` or the review classifier) on new strings.
 """
 
 import json
-import os
-import subprocess
-import sys
-import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers import run_recipes_smoke
+
 RECIPES = {  # name -> (metric, signature, its input, the sample keys)
     "bible_gpt": ("test_perplexity", "generate", "prompt", {"prompt", "completion"}),
     "bible_bert": ("test_accuracy", "serving_default", "text", {"example", "label", "predicted"}),
@@ -33,24 +29,7 @@ RESULT_KEYS = {"recipe", "data", "metric", "value", "wall_seconds", "command", "
 @pytest.fixture(scope="module")
 def smoke_runs(tmp_path_factory):
     """Run every sequence recipe with --smoke: ``{name: (CompletedProcess, run_dir)}``, export dir."""
-    tmp = tmp_path_factory.mktemp("sequence_recipes")
-    export_dir = tmp / "saved_models"
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-           "TF_CPP_MIN_LOG_LEVEL": "2", "KERAS_BACKEND": "tensorflow"}
-
-    def run(name):
-        run_dir = tmp / "runs" / name
-        flags = ["--smoke", "--run-dir", str(run_dir), "--export-dir", str(export_dir)]
-        script = ["-m", "bigkeras.cli", "train", name] if name == VIA_CLI else [str(ROOT / "recipes" / f"{name}.py")]
-        start = time.perf_counter()
-        proc = subprocess.run([sys.executable, *script, *flags], cwd=tmp, env=env, capture_output=True,
-                              text=True, timeout=900)
-        print(f"{name}: {time.perf_counter() - start:.0f} s")
-        return name, (proc, run_dir)
-
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        runs = dict(pool.map(run, RECIPES))
-    return runs, export_dir
+    return run_recipes_smoke(tmp_path_factory.mktemp("sequence_recipes"), RECIPES, via_cli=VIA_CLI, timeout=900)
 
 
 @pytest.mark.slow
