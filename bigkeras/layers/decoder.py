@@ -7,9 +7,16 @@ Each attention layer has two paths over the *same* weights:
 - ``call``: the whole sequence at once (training, scoring, the functional model);
 - ``prefill`` / ``step``: cached decoding. ``prefill`` runs a prompt and returns its keys and
   values padded into fixed-length cache tensors ``(batch, heads, cache_length, head_dim)``;
-  ``step`` runs one new position, writes its key and value into the cache at ``index`` and
-  attends over the cache. Fixed shapes let the whole decode loop live in one
+  ``step`` runs one new position ``(batch, hidden)``, writes its key and value into the cache
+  at ``index`` and attends over the cache. Fixed shapes let the whole decode loop live in one
   ``tf.while_loop``.
+
+``step`` runs once per generated token and layer, where the count of graph ops, not the
+arithmetic, bounds the speed on a CPU. So it is written in TF ops on 2-D inputs: a Dense on
+``(batch, 1, hidden)`` adds a tensordot's shape ops, a head split on one position is a
+reshape, keys are read with ``transpose_b``, and the cache is written with TF's native
+strided-slice update (``XlaDynamicUpdateSlice``, which ``ops.slice_update`` emits, runs
+through on-demand XLA outside a compiled function and cost 4x as much here).
 
 Positions come from the padding mask (``position_ids``), so a left-padded prompt gets the
 same positions, and the same outputs, as the unpadded prompt.
@@ -20,9 +27,11 @@ from __future__ import annotations
 import math
 
 import keras
+import tensorflow as tf
 from keras import layers, ops
 
 from bigkeras import checks
+from bigkeras.layers.transformer import ResidualBlock, check_heads
 
 _MASKED = -1e9  # added to masked attention scores; finite so an all-masked row is not NaN
 
@@ -81,6 +90,29 @@ def _attend(query, key, value, mask, dropout, training):
     return _merge_heads(out)
 
 
+def write_position(cache, update, index):
+    """``cache`` (batch, heads, length, head_dim) with ``update`` (batch, heads, 1, head_dim) at ``index``."""
+    begin = tf.stack([0, 0, index, 0])
+    return tf.raw_ops.TensorStridedSliceUpdate(
+        input=cache, begin=begin, end=begin + [0, 0, 1, 0], strides=[1, 1, 1, 1],
+        begin_mask=0b1011, end_mask=0b1011, value=update,  # whole batch, heads and head_dim
+    )
+
+
+def _attend_one(query, key, value, mask):
+    """``_attend`` for one query position: ``query`` (batch, heads, 1, head_dim) -> (batch, hidden)."""
+    scale = 1.0 / math.sqrt(query.shape[-1])
+    scores = tf.cast(tf.matmul(query, key, transpose_b=True) * scale, tf.float32)
+    probs = tf.nn.softmax(tf.where(mask, scores, _MASKED))
+    out = tf.matmul(tf.cast(probs, value.dtype), value)  # (batch, heads, 1, head_dim)
+    return tf.reshape(out, (-1, query.shape[1] * query.shape[3]))
+
+
+def _one_position_heads(x, num_heads):
+    # (batch, heads * head_dim) -> (batch, heads, 1, head_dim)
+    return tf.reshape(x, (-1, num_heads, 1, x.shape[-1] // num_heads))
+
+
 def _split_heads(x, num_heads):
     # (batch, seq, heads * head_dim) -> (batch, heads, seq, head_dim)
     head_dim = x.shape[-1] // num_heads
@@ -97,16 +129,6 @@ def _merge_heads(x):
 def _pad_to(x, length):
     # (batch, heads, seq, head_dim) -> (batch, heads, length, head_dim), zeros after seq.
     return ops.pad(x, ((0, 0), (0, 0), (0, length - ops.shape(x)[2]), (0, 0)))
-
-
-def _validate_heads(hidden_dim, num_heads):
-    checks.positive_int("hidden_dim", hidden_dim)
-    checks.positive_int("num_heads", num_heads)
-    if hidden_dim % num_heads:
-        raise ValueError(
-            f"`hidden_dim` must be divisible by `num_heads`, got hidden_dim={hidden_dim} "
-            f"and num_heads={num_heads}."
-        )
 
 
 @keras.saving.register_keras_serializable(package="bigkeras")
@@ -130,7 +152,7 @@ class CausalSelfAttention(layers.Layer):
 
     def __init__(self, *, hidden_dim: int, num_heads: int, dropout: float = 0.0, **kwargs):
         super().__init__(**kwargs)
-        _validate_heads(hidden_dim, num_heads)
+        check_heads(hidden_dim, num_heads)
         self.hidden_dim, self.num_heads = hidden_dim, num_heads
         self.dropout = checks.fraction("dropout", dropout)
         sub = {"dtype": self.dtype_policy}
@@ -168,20 +190,17 @@ class CausalSelfAttention(layers.Layer):
         """Decode one position.
 
         Args:
-            x: ``(batch, 1, hidden)``, the input at cache position ``index``.
+            x: ``(batch, hidden)``, the input at cache position ``index``.
             cache: ``(key, value)``, each ``(batch, heads, cache_length, head_dim)``.
             mask: bool ``(batch, 1, 1, cache_length)`` (see ``cache_step_mask``).
             index: scalar int tensor.
 
         Returns:
-            ``(output (batch, 1, hidden), updated cache)``.
+            ``(output (batch, hidden), updated cache)``.
         """
-        q, k, v = self._project(x)
-        start = [0, 0, index, 0]
-        key = ops.slice_update(cache[0], start, k)
-        value = ops.slice_update(cache[1], start, v)
-        out = self.output_dense(_attend(q, key, value, mask, self.probs_dropout, False))
-        return out, (key, value)
+        q, k, v = (_one_position_heads(t, self.num_heads) for t in tf.split(self.qkv(x), 3, axis=-1))
+        key, value = write_position(cache[0], k, index), write_position(cache[1], v, index)
+        return self.output_dense(_attend_one(q, key, value, mask)), (key, value)
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -213,7 +232,7 @@ class CrossAttention(layers.Layer):
 
     def __init__(self, *, hidden_dim: int, num_heads: int, dropout: float = 0.0, **kwargs):
         super().__init__(**kwargs)
-        _validate_heads(hidden_dim, num_heads)
+        check_heads(hidden_dim, num_heads)
         self.hidden_dim, self.num_heads = hidden_dim, num_heads
         self.dropout = checks.fraction("dropout", dropout)
         sub = {"dtype": self.dtype_policy}
@@ -240,6 +259,12 @@ class CrossAttention(layers.Layer):
         mask = None if context_mask is None else ops.cast(context_mask, "bool")[:, None, None, :]
         return self.output_dense(_attend(q, *context_kv, mask, self.probs_dropout, training))
 
+    def step(self, x, context_kv, context_mask):
+        """Attend from one position ``x`` (batch, hidden) to projected ``context_kv``."""
+        q = _one_position_heads(self.query(x), self.num_heads)
+        mask = tf.cast(context_mask, tf.bool)[:, None, None, :]
+        return self.output_dense(_attend_one(q, *context_kv, mask))
+
     def call(self, x, context, context_mask=None, training=None):
         """Attend from ``x`` (batch, q, hidden) to ``context`` (batch, ctx, hidden)."""
         return self.attend(x, self.project_context(context), context_mask, training)
@@ -254,7 +279,7 @@ class CrossAttention(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="bigkeras")
-class TransformerDecoderBlock(layers.Layer):
+class TransformerDecoderBlock(ResidualBlock):
     """A Transformer decoder block: causal self-attention, optional cross-attention, FFN.
 
     Each sub-block has a residual connection; ``norm_first=True`` (pre-norm, GPT-2) normalises
@@ -278,72 +303,30 @@ class TransformerDecoderBlock(layers.Layer):
         (2, 10, 64)
     """
 
-    def __init__(
-        self,
-        *,
-        hidden_dim: int,
-        num_heads: int,
-        intermediate_dim: int,
-        dropout: float = 0.0,
-        activation: str = "gelu",
-        norm_first: bool = True,
-        layer_norm_epsilon: float = 1e-5,
-        cross_attention: bool = False,
-        **kwargs,
-    ):
+    def __init__(self, *, cross_attention: bool = False, **kwargs):
+        self.cross_attention = bool(cross_attention)  # read by _make_attention
         super().__init__(**kwargs)
-        _validate_heads(hidden_dim, num_heads)
-        self.hidden_dim, self.num_heads = hidden_dim, num_heads
-        self.intermediate_dim = checks.positive_int("intermediate_dim", intermediate_dim)
-        self.dropout = checks.fraction("dropout", dropout)
-        self.activation = keras.activations.serialize(keras.activations.get(activation))
-        self.norm_first = bool(norm_first)
-        checks.positive_number("layer_norm_epsilon", layer_norm_epsilon)
-        self.layer_norm_epsilon = float(layer_norm_epsilon)
-        self.cross_attention = bool(cross_attention)
 
-        sub = {"dtype": self.dtype_policy}
-        heads = {"hidden_dim": hidden_dim, "num_heads": num_heads, "dropout": dropout}
-
-        def norm(name):
-            return layers.LayerNormalization(epsilon=layer_norm_epsilon, name=name, **sub)
-
-        self.self_attention = CausalSelfAttention(name="self_attention", **heads, **sub)
-        self.self_attention_norm = norm("self_attention_norm")
-        self.self_attention_dropout = layers.Dropout(dropout, name="self_attention_dropout", **sub)
+    def _make_attention(self):
+        heads = {"hidden_dim": self.hidden_dim, "num_heads": self.num_heads, "dropout": self.dropout}
+        self.self_attention = self._sublayer(CausalSelfAttention, "self_attention", **heads)
+        self.self_attention_norm = self._norm("self_attention_norm")
+        self.self_attention_dropout = self._dropout("self_attention_dropout")
         if self.cross_attention:
-            self.cross_attention_layer = CrossAttention(name="cross_attention", **heads, **sub)
-            self.cross_attention_norm = norm("cross_attention_norm")
-            self.cross_attention_dropout = layers.Dropout(dropout, name="cross_attention_dropout", **sub)
-        self.ffn_intermediate = layers.Dense(intermediate_dim, activation=activation, name="ffn_intermediate", **sub)
-        self.ffn_output = layers.Dense(hidden_dim, name="ffn_output", **sub)
-        self.ffn_norm = norm("ffn_norm")
-        self.ffn_dropout = layers.Dropout(dropout, name="ffn_dropout", **sub)
+            self.cross_attention_layer = self._sublayer(CrossAttention, "cross_attention", **heads)
+            self.cross_attention_norm = self._norm("cross_attention_norm")
+            self.cross_attention_dropout = self._dropout("cross_attention_dropout")
 
     def build(self, input_shape):
-        if input_shape[-1] != self.hidden_dim:
-            raise ValueError(
-                f"The inputs' last axis must equal `hidden_dim`={self.hidden_dim}, "
-                f"got inputs of shape {tuple(input_shape)}."
-            )
+        super().build(input_shape)
         self.self_attention.build(input_shape)
         self.self_attention_norm.build(input_shape)
         if self.cross_attention:
             self.cross_attention_layer.build(input_shape)
             self.cross_attention_norm.build(input_shape)
-        self.ffn_intermediate.build(input_shape)
-        self.ffn_output.build((*input_shape[:-1], self.intermediate_dim))
-        self.ffn_norm.build(input_shape)
-        self.built = True
 
-    def _residual(self, x, sublayer, norm, dropout, training):
-        # Pre-norm: x + f(norm(x)); post-norm: norm(x + f(x)).
-        y = sublayer(norm(x) if self.norm_first else x)
-        y = dropout(y, training=training) + x
-        return y if self.norm_first else norm(y)
-
-    def _forward(self, x, self_attend, context_kv, context_mask, training):
-        """The block around a given self-attention function; returns (output, its extra)."""
+    def _forward(self, x, self_attend, cross_attend, training):
+        """The block around given attention functions; returns (output, self_attend's extra)."""
         extra = []
 
         def attend(h):
@@ -353,13 +336,15 @@ class TransformerDecoderBlock(layers.Layer):
 
         x = self._residual(x, attend, self.self_attention_norm, self.self_attention_dropout, training)
         if self.cross_attention:
-            if context_kv is None:
+            if cross_attend is None:
                 raise ValueError("This block has `cross_attention=True`: pass the encoder outputs as `context`.")
-            cross = lambda h: self.cross_attention_layer.attend(h, context_kv, context_mask, training)  # noqa: E731
-            x = self._residual(x, cross, self.cross_attention_norm, self.cross_attention_dropout, training)
-        ffn = lambda h: self.ffn_output(self.ffn_intermediate(h))  # noqa: E731
-        x = self._residual(x, ffn, self.ffn_norm, self.ffn_dropout, training)
-        return x, extra[0]
+            x = self._residual(x, cross_attend, self.cross_attention_norm, self.cross_attention_dropout, training)
+        return self._feed_forward(x, training), extra[0]
+
+    def _cross(self, context_kv, context_mask, training):
+        if context_kv is None:
+            return None
+        return lambda h: self.cross_attention_layer.attend(h, context_kv, context_mask, training)
 
     def project_context(self, context):
         """The cross-attention keys and values of ``context``, to reuse across ``step`` calls."""
@@ -383,7 +368,7 @@ class TransformerDecoderBlock(layers.Layer):
         mask = causal_mask(padding_mask)
         context_kv = None if context is None or not self.cross_attention else self.project_context(context)
         attend = lambda h: self.self_attention.prefill(h, mask, training=training)  # noqa: E731
-        return self._forward(x, attend, context_kv, context_mask, training)[0]
+        return self._forward(x, attend, self._cross(context_kv, context_mask, training), training)[0]
 
     def prefill(self, x, padding_mask, cache_length, context_kv=None, context_mask=None):
         """Run a prompt ``x`` (batch, seq, hidden); return ``(output, (key, value) cache)``.
@@ -392,28 +377,22 @@ class TransformerDecoderBlock(layers.Layer):
         """
         mask = causal_mask(padding_mask)
         attend = lambda h: self.self_attention.prefill(h, mask, cache_length)  # noqa: E731
-        return self._forward(x, attend, context_kv, context_mask, False)
+        return self._forward(x, attend, self._cross(context_kv, context_mask, False), False)
 
     def step(self, x, cache, mask, index, context_kv=None, context_mask=None):
-        """Decode one position ``x`` (batch, 1, hidden) at ``index``; return (output, cache)."""
-        attend = lambda h: self.self_attention.step(h, cache, mask, index)  # noqa: E731
-        return self._forward(x, attend, context_kv, context_mask, False)
+        """Decode one position ``x`` (batch, hidden) at ``index``; return (output, cache).
 
-    def compute_output_shape(self, input_shape, *args, **kwargs):
-        return input_shape
+        ``context_kv`` comes from ``project_context``; ``context_mask`` is (batch, ctx).
+        """
+        attend = lambda h: self.self_attention.step(h, cache, mask, index)  # noqa: E731
+        cross = None
+        if context_kv is not None:
+            cross = lambda h: self.cross_attention_layer.step(h, context_kv, context_mask)  # noqa: E731
+        return self._forward(x, attend, cross, False)
 
     def get_config(self):
         config = super().get_config()
-        config.update(
-            hidden_dim=self.hidden_dim,
-            num_heads=self.num_heads,
-            intermediate_dim=self.intermediate_dim,
-            dropout=self.dropout,
-            activation=self.activation,
-            norm_first=self.norm_first,
-            layer_norm_epsilon=self.layer_norm_epsilon,
-            cross_attention=self.cross_attention,
-        )
+        config.update(cross_attention=self.cross_attention)
         return config
 
 

@@ -112,8 +112,108 @@ class TokenAndPositionEmbedding(keras.layers.Layer):
         return config
 
 
+def check_heads(hidden_dim, num_heads):
+    """Validate an attention shape: positive ints, ``hidden_dim`` divisible by ``num_heads``."""
+    checks.positive_int("hidden_dim", hidden_dim)
+    checks.positive_int("num_heads", num_heads)
+    if hidden_dim % num_heads:
+        raise ValueError(
+            f"`hidden_dim` must be divisible by `num_heads`, got hidden_dim={hidden_dim} "
+            f"and num_heads={num_heads}."
+        )
+
+
+class ResidualBlock(keras.layers.Layer):
+    """What the encoder and decoder blocks share: their arguments, the feed-forward network,
+    the pre-norm or post-norm residual wiring, and the config.
+
+    Subclasses make their attention sub-layers in ``_make_attention`` (called before the
+    feed-forward layers are made, so weights list attention first, as keras-hub's do) and
+    apply them with ``_residual``, then ``_feed_forward``. The arguments are
+    ``TransformerEncoderBlock``'s.
+    """
+
+    def __init__(
+        self,
+        *,
+        hidden_dim: int,
+        num_heads: int,
+        intermediate_dim: int,
+        dropout: float = 0.0,
+        activation: str = "gelu",
+        norm_first: bool = True,
+        layer_norm_epsilon: float = 1e-5,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        check_heads(hidden_dim, num_heads)
+        self.hidden_dim, self.num_heads = hidden_dim, num_heads
+        self.intermediate_dim = checks.positive_int("intermediate_dim", intermediate_dim)
+        self.dropout = checks.fraction("dropout", dropout)
+        self.activation = keras.activations.serialize(keras.activations.get(activation))
+        self.norm_first = bool(norm_first)
+        checks.positive_number("layer_norm_epsilon", layer_norm_epsilon)
+        self.layer_norm_epsilon = float(layer_norm_epsilon)
+
+        self._make_attention()
+        self.ffn_intermediate = self._sublayer(layers.Dense, "ffn_intermediate", intermediate_dim, activation=activation)
+        self.ffn_output = self._sublayer(layers.Dense, "ffn_output", hidden_dim)
+        self.ffn_norm = self._norm("ffn_norm")
+        self.ffn_dropout = self._dropout("ffn_dropout")
+
+    def _make_attention(self):
+        raise NotImplementedError
+
+    def _sublayer(self, layer_class, name, *args, **kwargs):
+        """A sub-layer with this block's dtype policy."""
+        return layer_class(*args, name=name, dtype=self.dtype_policy, **kwargs)
+
+    def _norm(self, name):
+        return self._sublayer(layers.LayerNormalization, name, epsilon=self.layer_norm_epsilon)
+
+    def _dropout(self, name):
+        return self._sublayer(layers.Dropout, name, self.dropout)
+
+    def build(self, input_shape):
+        if input_shape[-1] != self.hidden_dim:
+            raise ValueError(
+                f"The inputs' last axis must equal `hidden_dim`={self.hidden_dim}, "
+                f"got inputs of shape {tuple(input_shape)}."
+            )
+        self.ffn_intermediate.build(input_shape)
+        self.ffn_output.build((*input_shape[:-1], self.intermediate_dim))
+        self.ffn_norm.build(input_shape)
+        self.built = True
+
+    def _residual(self, x, sublayer, norm, dropout, training):
+        # Pre-norm: x + f(norm(x)); post-norm: norm(x + f(x)).
+        y = sublayer(norm(x) if self.norm_first else x)
+        y = dropout(y, training=training) + x
+        return y if self.norm_first else norm(y)
+
+    def _feed_forward(self, x, training):
+        ffn = lambda h: self.ffn_output(self.ffn_intermediate(h))  # noqa: E731
+        return self._residual(x, ffn, self.ffn_norm, self.ffn_dropout, training)
+
+    def compute_output_shape(self, input_shape, *args, **kwargs):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            hidden_dim=self.hidden_dim,
+            num_heads=self.num_heads,
+            intermediate_dim=self.intermediate_dim,
+            dropout=self.dropout,
+            activation=self.activation,
+            norm_first=self.norm_first,
+            layer_norm_epsilon=self.layer_norm_epsilon,
+        )
+        return config
+
+
 @keras.saving.register_keras_serializable(package="bigkeras")
-class TransformerEncoderBlock(keras.layers.Layer):
+class TransformerEncoderBlock(ResidualBlock):
     """One Transformer encoder block: self-attention, then a feed-forward network.
 
     Vaswani et al., 2017, "Attention Is All You Need" (https://arxiv.org/abs/1706.03762).
@@ -141,61 +241,19 @@ class TransformerEncoderBlock(keras.layers.Layer):
         (2, 10, 64)
     """
 
-    def __init__(
-        self,
-        *,
-        hidden_dim: int,
-        num_heads: int,
-        intermediate_dim: int,
-        dropout: float = 0.0,
-        activation: str = "gelu",
-        norm_first: bool = True,
-        layer_norm_epsilon: float = 1e-5,
-        **kwargs,
-    ):
-        super().__init__(**kwargs)
-        self.hidden_dim = checks.positive_int("hidden_dim", hidden_dim)
-        self.num_heads = checks.positive_int("num_heads", num_heads)
-        if hidden_dim % num_heads:
-            raise ValueError(
-                f"`hidden_dim` must be divisible by `num_heads`, got hidden_dim={hidden_dim} "
-                f"and num_heads={num_heads}."
-            )
-        self.intermediate_dim = checks.positive_int("intermediate_dim", intermediate_dim)
-        self.dropout = checks.fraction("dropout", dropout)
-        self.activation = keras.activations.serialize(keras.activations.get(activation))
-        self.norm_first = bool(norm_first)
-        checks.positive_number("layer_norm_epsilon", layer_norm_epsilon)
-        self.layer_norm_epsilon = float(layer_norm_epsilon)
+    def _make_attention(self):
         self.supports_masking = True
-
-        sub = {"dtype": self.dtype_policy}
-        self.attention = layers.MultiHeadAttention(
-            num_heads, hidden_dim // num_heads, dropout=dropout, name="self_attention", **sub
+        self.attention = self._sublayer(
+            layers.MultiHeadAttention, "self_attention", self.num_heads, self.hidden_dim // self.num_heads,
+            dropout=self.dropout,
         )
-        self.attention_dropout = layers.Dropout(dropout, name="self_attention_dropout", **sub)
-        self.attention_norm = layers.LayerNormalization(
-            epsilon=layer_norm_epsilon, name="self_attention_norm", **sub
-        )
-        self.intermediate = layers.Dense(
-            intermediate_dim, activation=activation, name="ffn_intermediate", **sub
-        )
-        self.output_dense = layers.Dense(hidden_dim, name="ffn_output", **sub)
-        self.ffn_dropout = layers.Dropout(dropout, name="ffn_dropout", **sub)
-        self.ffn_norm = layers.LayerNormalization(epsilon=layer_norm_epsilon, name="ffn_norm", **sub)
+        self.attention_dropout = self._dropout("self_attention_dropout")
+        self.attention_norm = self._norm("self_attention_norm")
 
     def build(self, input_shape):
-        if input_shape[-1] != self.hidden_dim:
-            raise ValueError(
-                f"The inputs' last axis must equal `hidden_dim`={self.hidden_dim}, "
-                f"got inputs of shape {tuple(input_shape)}."
-            )
+        super().build(input_shape)
         self.attention.build(input_shape, input_shape)
         self.attention_norm.build(input_shape)
-        self.ffn_norm.build(input_shape)
-        self.intermediate.build(input_shape)
-        self.output_dense.build((*input_shape[:-1], self.intermediate_dim))
-        self.built = True
 
     def call(self, x, padding_mask=None, training=None):
         """Apply the block to ``x`` of shape (batch, seq, hidden_dim).
@@ -214,39 +272,9 @@ class TransformerEncoderBlock(keras.layers.Layer):
         if padding_mask is not None:
             # (batch, 1, seq): every query may attend to every real key.
             attention_mask = ops.expand_dims(ops.cast(padding_mask, "bool"), 1)
-
-        residual = x
-        if self.norm_first:
-            x = self.attention_norm(x)
-        x = self.attention(x, x, attention_mask=attention_mask, training=training)
-        x = self.attention_dropout(x, training=training) + residual
-        if not self.norm_first:
-            x = self.attention_norm(x)
-
-        residual = x
-        if self.norm_first:
-            x = self.ffn_norm(x)
-        x = self.output_dense(self.intermediate(x))  # (batch, seq, intermediate) -> (batch, seq, hidden)
-        x = self.ffn_dropout(x, training=training) + residual
-        if not self.norm_first:
-            x = self.ffn_norm(x)
-        return x
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            hidden_dim=self.hidden_dim,
-            num_heads=self.num_heads,
-            intermediate_dim=self.intermediate_dim,
-            dropout=self.dropout,
-            activation=self.activation,
-            norm_first=self.norm_first,
-            layer_norm_epsilon=self.layer_norm_epsilon,
-        )
-        return config
+        attend = lambda h: self.attention(h, h, attention_mask=attention_mask, training=training)  # noqa: E731
+        x = self._residual(x, attend, self.attention_norm, self.attention_dropout, training)
+        return self._feed_forward(x, training)
 
 
 @keras.saving.register_keras_serializable(package="bigkeras")

@@ -128,7 +128,7 @@ def gpt(
 class CachedGPT:
     """Cached decoding over a built ``gpt`` model's own layers (no copy of the weights).
 
-    The cache is ``{"mask": (batch, max_length), "layers": ((key, value), ...)}`` with
+    The cache is ``{"mask", "positions": (batch, max_length), "layers": ((key, value), ...)}`` with
     ``(batch, heads, max_length, head_dim)`` tensors; every leaf has the batch first, so
     beam search can expand and reorder it.
     """
@@ -155,23 +155,21 @@ class CachedGPT:
             caches.append(cache)
         pad = max_length - ops.shape(prompt_mask)[1]
         mask = ops.pad(ops.cast(prompt_mask, "int32"), ((0, 0), (0, pad)), constant_values=1)
-        return {"mask": mask, "layers": tuple(caches)}
+        return {"mask": mask, "positions": position_ids(mask), "layers": tuple(caches)}
 
     def step(self, sequence, index, cache):
         """Logits ``(batch, vocab)`` predicting position ``index + 1`` of ``sequence``.
 
-        Only ``sequence[:, index]`` is run; earlier positions come from the cache.
+        Only ``sequence[:, index]`` is run, as ``(batch, hidden)``; earlier positions come
+        from the cache.
         """
-        token_ids = sequence[:, index : index + 1]  # (batch, 1)
-        mask = cache["mask"]
-        position = ops.sum(mask[:, : index + 1], axis=1, keepdims=True) - 1  # (batch, 1)
-        x = self._embed(token_ids, position)
-        attend_mask = cache_step_mask(mask, index)
+        x = self._embed(sequence[:, index], cache["positions"][:, index])  # (batch, hidden)
+        attend_mask = cache_step_mask(cache["mask"], index)
         caches = []
         for block, layer_cache in zip(self.blocks, cache["layers"]):
             x, layer_cache = block.step(x, layer_cache, attend_mask, index)
             caches.append(layer_cache)
-        return self._logits(x)[:, 0], {"mask": mask, "layers": tuple(caches)}
+        return self._logits(x), {**cache, "layers": tuple(caches)}
 
 
 def _init():

@@ -200,7 +200,7 @@ class CachedSeq2Seq:
 
     def step(self, sequence, index, cache):
         """Logits ``(batch, target vocab)`` predicting position ``index + 1`` of ``sequence``."""
-        token_ids = sequence[:, index : index + 1]  # (batch, 1)
+        token_ids = sequence[:, index]  # (batch,): one position, run as (batch, hidden)
         position = ops.zeros_like(token_ids) + index
         y = self.scale(self.target_embedding(token_ids)) + self.positions(position)
         attend_mask = cache_step_mask(cache["mask"], index)
@@ -210,7 +210,7 @@ class CachedSeq2Seq:
             caches.append(self_cache)
         if self.decoder_norm is not None:
             y = self.decoder_norm(y)
-        logits = ops.cast(self.target_embedding(y, reverse=True), "float32")[:, 0]
+        logits = ops.cast(self.target_embedding(y, reverse=True), "float32")
         return logits, {**cache, "self": tuple(caches)}
 
 
