@@ -2,6 +2,9 @@
 weight-decay exclusions and mixed precision."""
 
 import json
+import os
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -10,6 +13,7 @@ import tensorflow as tf
 
 from bigkeras.training import TrainConfig, train
 from bigkeras.training.optim import WarmupSchedule, make_optimizer
+from tests.helpers import ROOT
 
 SMALL = dict(strategy="default", tensorboard=False, verbose=0)
 
@@ -156,3 +160,39 @@ def test_mixed_bfloat16_computes_in_bf16_with_float32_variables(tmp_path):
     assert result.model(np.zeros((1, 8, 8), "float32")).dtype == "float32"  # logits stay float32
     assert np.isfinite(result.history["loss"]).all()
     assert keras.config.dtype_policy().name == "float32"  # the global policy is put back
+
+
+def test_precise_bn_replaces_lagging_moving_statistics_with_the_batches_mean(tmp_path):
+    # Inputs of mean 5 and variance 4 straight into a BatchNormalization: after 4 steps at
+    # momentum 0.99 the moving mean is still ~0.2; PreciseBN makes it the 4 batches' mean.
+    x = np.random.default_rng(0).normal(5.0, 2.0, (64, 3)).astype("float32")
+    y = np.zeros(64, "int32")
+
+    def model():
+        inputs = keras.Input((3,))
+        return keras.Model(inputs, keras.layers.Dense(2)(keras.layers.BatchNormalization(name="bn")(inputs)))
+
+    results = {}
+    for batches in (0, 2):
+        config = TrainConfig(batch_size=16, precise_bn_batches=batches, run_dir=str(tmp_path / str(batches)), **SMALL)
+        dataset = tf.data.Dataset.from_tensor_slices((x, y))
+        results[batches] = train(model, dataset, dataset, config).model.get_layer("bn")
+    assert np.all(results[0].moving_mean.numpy() < 0.5)
+    first_two = x[:32].reshape(2, 16, 3)  # the unshuffled first two batches
+    np.testing.assert_allclose(results[2].moving_mean.numpy(), first_two.mean(1).mean(0), rtol=1e-5)
+    np.testing.assert_allclose(results[2].moving_variance.numpy(), first_two.var(1).mean(0), rtol=1e-4)
+    assert results[2].momentum == 0.99  # restored
+    saved = keras.saving.load_model(tmp_path / "2" / "last.keras").get_layer("bn")
+    np.testing.assert_array_equal(saved.moving_mean.numpy(), results[2].moving_mean.numpy())
+
+
+def test_a_checkpoint_loads_in_a_fresh_process_after_import_bigkeras(tmp_path):
+    # The compiled optimizer's cosine schedule is a bigkeras class; `import bigkeras` registers it.
+    config = TrainConfig(batch_size=16, schedule="cosine", warmup_steps=2, run_dir=str(tmp_path), **SMALL)
+    train("mlp_tiny", data(), data(32, seed=1), config)
+    code = (f"import bigkeras, keras; m = keras.saving.load_model({str(tmp_path / 'best.keras')!r}); "
+            "print(m.name)")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().endswith("mlp")

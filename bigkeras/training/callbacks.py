@@ -193,3 +193,59 @@ class HistoryLog(keras.callbacks.Callback):
             writer.writeheader()
             writer.writerows(self.rows)
         plot_history(self.history, self.png_path)
+
+
+def precise_batch_norm(model: keras.Model, batches) -> int:
+    """Re-estimate every ``BatchNormalization`` layer's moving mean and variance with the
+    current weights: the mean of its batch statistics over ``batches`` (PreciseBN, Wu &
+    Johnson 2021). The weights do not change.
+
+    Args:
+        model: a Keras model (nested models and layers included).
+        batches: an iterable of training batches, ``(x, ...)`` tuples or bare inputs.
+
+    Returns:
+        The number of batches used; 0 if ``model`` has no ``BatchNormalization`` layer.
+    """
+    norms = [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
+    if not norms:
+        return 0
+    momenta = [layer.momentum for layer in norms]
+    count = 0
+    try:
+        for batch in batches:
+            count += 1
+            for layer in norms:  # moving = moving * (k-1)/k + batch / k: a running mean
+                layer.momentum = (count - 1) / count
+            model(batch[0] if isinstance(batch, tuple) else batch, training=True)
+    finally:
+        for layer, momentum in zip(norms, momenta):
+            layer.momentum = momentum
+    return count
+
+
+class PreciseBatchNorm(keras.callbacks.Callback):
+    """``precise_batch_norm`` over ``batches`` batches of ``dataset`` before each validation
+    and, if training ran since, at the end of each epoch (``TrainConfig.precise_bn_batches``).
+
+    Put it before the checkpoint callbacks: they then save the statistics validation used.
+    """
+
+    def __init__(self, dataset, batches: int):
+        super().__init__()
+        self.dataset, self.batches = dataset, batches
+        self._stale = True
+
+    def _recompute(self):
+        precise_batch_norm(self.model, self.dataset.take(self.batches))
+        self._stale = False
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._stale = True
+
+    def on_test_begin(self, logs=None):
+        self._recompute()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self._stale:  # no validation this epoch
+            self._recompute()

@@ -55,6 +55,11 @@ class TrainConfig:
             for fault tolerance.
         early_stopping_patience: int or None, epochs without improvement of ``monitor``
             before stopping; None never stops early.
+        precise_bn_batches: int, 0 (default) or how many training batches re-estimate every
+            ``BatchNormalization`` layer's moving mean and variance with the current weights
+            before each validation and at the end (PreciseBN, Wu & Johnson 2021, "Rethinking
+            'Batch' in BatchNorm"): the moving averages lag a model that is still changing
+            fast, as in a one-epoch schedule.
         monitor: str, the metric for the best checkpoint and early stopping; ``val_*``
             falls back to its training counterpart when there is no validation data.
         seed: int, seeds Python, NumPy and TensorFlow.
@@ -89,6 +94,7 @@ class TrainConfig:
     run_dir: str = "runs/default"
     backup_freq: int | str = "epoch"
     early_stopping_patience: int | None = None
+    precise_bn_batches: int = 0
     monitor: str = "val_loss"
     seed: int = 0
     deterministic: bool = False
@@ -124,6 +130,7 @@ class TrainConfig:
         if self.backup_freq != "epoch":
             checks.positive_int("backup_freq", self.backup_freq)
         _optional(checks.positive_int, "early_stopping_patience", self.early_stopping_patience)
+        checks.positive_int("precise_bn_batches", self.precise_bn_batches, allow_zero=True)
         if not isinstance(self.monitor, str) or not self.monitor:
             raise ValueError(f"`monitor` must be a metric name such as 'val_loss', got {self.monitor!r}.")
         checks.positive_int("seed", self.seed, allow_zero=True)

@@ -19,7 +19,7 @@ import keras
 import tensorflow as tf
 
 from bigkeras.training import strategy as strategies
-from bigkeras.training.callbacks import Checkpoints, FaultTolerance, HistoryLog, restore_backup
+from bigkeras.training.callbacks import Checkpoints, FaultTolerance, HistoryLog, PreciseBatchNorm, restore_backup
 from bigkeras.training.config import TrainConfig
 from bigkeras.training.loop import fit_distributed
 from bigkeras.training.optim import make_optimizer
@@ -127,7 +127,16 @@ def train(
     with strategies.writable_run_dir(config.run_dir, strategy) as out:
         _write_config(os.path.join(out, "config.json"), model_name, model_kwargs, config)
         history_log = HistoryLog(out, initial_epoch)
-        harness_callbacks = [
+        train_ds = _pipeline(
+            train_data,
+            global_batch,
+            training=True,
+            repeat=config.steps_per_epoch is not None,
+            skip=initial_epoch * steps_per_epoch if config.steps_per_epoch else 0,
+        )
+        # Before the checkpoints: they save what validation measured.
+        harness_callbacks = [PreciseBatchNorm(train_ds, config.precise_bn_batches)] if config.precise_bn_batches else []
+        harness_callbacks += [
             keras.callbacks.TerminateOnNaN(),
             history_log,
             Checkpoints(out, monitor, history_log.history.get(monitor, ())),
@@ -140,13 +149,6 @@ def train(
         if config.tensorboard:
             harness_callbacks.append(keras.callbacks.TensorBoard(os.path.join(out, "logs"), profile_batch=0))
 
-        train_ds = _pipeline(
-            train_data,
-            global_batch,
-            training=True,
-            repeat=config.steps_per_epoch is not None,
-            skip=initial_epoch * steps_per_epoch if config.steps_per_epoch else 0,
-        )
         val_ds = _pipeline(val_data, global_batch, training=False) if val_data is not None else None
         fit_args = dict(
             epochs=config.epochs,
