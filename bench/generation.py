@@ -1,15 +1,17 @@
 """Tokens per second of greedy generation: bigkeras cached vs naive recomputation vs keras-hub.
 
 One 4-layer, 256-wide GPT shape (vocab 1,000, 4 heads, FFN 1,024), untrained; a 16-token
-prompt, 64 new tokens, batch 1 and 8. Three contenders, each timed after a warm-up call:
+prompt, 64 new tokens, batch 1 and 8. The contenders, each compiled by a warm-up call, then
+timed in turns (every repeat times each once, so a slow spell of a shared machine hits all
+of them) and reported by their best time:
 
-- ``bigkeras``: ``make_generate_fn`` (key/value cache, one ``tf.while_loop``, no XLA: XLA
-  on this loop measured 4x slower on this CPU);
-- ``naive``: the same loop with ``use_cache=False`` (the whole sequence every step);
+- ``bigkeras``: ``make_generate_fn`` (key/value cache, one ``tf.while_loop``, XLA: the default);
+- ``bigkeras no-XLA``: the same with ``jit_compile=False``, as exported for TF Serving;
+- ``naive``: ``use_cache=False`` (the whole sequence every step), XLA like the default;
 - ``keras-hub``: ``GPT2CausalLM.generate`` on token ids (``preprocessor=None``), greedy, with
   its default ``jit_compile`` (XLA) and with XLA off.
 
-Run: ``.venv/bin/python bench/generation.py [--repeats 3]``
+Run: ``.venv/bin/python bench/generation.py [--repeats 5]``
 """
 
 import argparse
@@ -30,19 +32,22 @@ SHAPE = {"num_layers": 4, "hidden_dim": 256, "num_heads": 4, "intermediate_dim":
 VOCAB, PROMPT, NEW = 1000, 16, 64
 
 
-def best_time(fn, repeats):
-    fn()  # warm-up: tracing / compilation
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+def best_times(contenders, repeats):
+    """Best wall time of each callable, timed in turns after one warm-up call each."""
+    for fn in contenders.values():
         fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+    times = {name: [] for name in contenders}
+    for _ in range(repeats):
+        for name, fn in contenders.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: min(t) for name, t in times.items()}
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     keras.utils.set_random_seed(0)
 
@@ -53,8 +58,13 @@ def main():
     hub = keras_hub.models.GPT2CausalLM(backbone=backbone, preprocessor=None)
     print(f"params: bigkeras {ours.count_params():,}  keras-hub {backbone.count_params():,}")
 
-    cached = make_generate_fn(ours, max_length=PROMPT + NEW)
+    ours_xla = make_generate_fn(ours, max_length=PROMPT + NEW)
+    ours_executor = make_generate_fn(ours, max_length=PROMPT + NEW, jit_compile=False)
     naive = make_generate_fn(ours, max_length=PROMPT + NEW, use_cache=False)
+    hub_xla = keras_hub.models.GPT2CausalLM(backbone=backbone, preprocessor=None)
+    hub_xla.compile(sampler="greedy", jit_compile=True)
+    hub_executor = keras_hub.models.GPT2CausalLM(backbone=backbone, preprocessor=None)
+    hub_executor.compile(sampler="greedy", jit_compile=False)
     rows = []
     for batch in (1, 8):
         prompt = np.random.default_rng(batch).integers(1, VOCAB, size=(batch, PROMPT)).astype("int32")
@@ -64,15 +74,13 @@ def main():
             "token_ids": np.pad(prompt, ((0, 0), (0, NEW))),
             "padding_mask": np.pad(mask, ((0, 0), (0, NEW))).astype(bool),
         }
-        timings = {
-            "bigkeras cached": best_time(lambda: cached(prompt, mask)["token_ids"].numpy(), args.repeats),
-            "naive recompute": best_time(lambda: naive(prompt, mask)["token_ids"].numpy(), args.repeats),
-        }
-        for jit in (True, False):
-            hub.compile(sampler="greedy", jit_compile=jit)  # resets the generate function
-            timings[f"keras-hub xla={'on' if jit else 'off'}"] = best_time(
-                lambda: hub.generate(hub_inputs, stop_token_ids=None), args.repeats
-            )
+        timings = best_times({
+            "bigkeras cached": lambda: ours_xla(prompt, mask)["token_ids"].numpy(),
+            "bigkeras no-XLA": lambda: ours_executor(prompt, mask)["token_ids"].numpy(),
+            "naive recompute": lambda: naive(prompt, mask)["token_ids"].numpy(),
+            "keras-hub xla=on": lambda: hub_xla.generate(hub_inputs, stop_token_ids=None),
+            "keras-hub xla=off": lambda: hub_executor.generate(hub_inputs, stop_token_ids=None),
+        }, args.repeats)
         rows.append((batch, {name: batch * NEW / t for name, t in timings.items()}))
 
     for batch, speeds in rows:

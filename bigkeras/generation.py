@@ -6,7 +6,9 @@ step: a model adapter that runs one new position against a fixed-shape key/value
 from the trained model's own layers (``CachedGPT``, ``CachedSeq2Seq``).
 
 ``make_generate_fn`` returns the whole decode as one ``tf.function`` with a fixed input
-signature, ready to export as a TF Serving signature::
+signature, compiled with XLA by default (on 2 CPU cores XLA made this loop 1.4x faster at
+batch 8 and 2x at batch 1 than TF's executor, whose matmul kernels repack the weights on
+every call), or ready to export as a TF Serving signature with ``jit_compile=False``::
 
     fn = make_generate_fn(model, max_length=64, sampler="greedy", stop_token_ids=[2])
     out = fn(prompt_ids, prompt_mask)  # int32 (batch, prompt_len), left-padded
@@ -29,8 +31,10 @@ import tensorflow as tf
 from keras import ops
 
 from bigkeras import checks
+from bigkeras.layers.decoder import compiled_cache_writes
 
 SAMPLERS = ("greedy", "top_k", "top_p", "random", "beam")
+PROMPT_BUCKET = 16  # ``generate`` pads prompt lengths to a multiple of this
 
 
 def get_sampler(sampler):
@@ -54,6 +58,7 @@ def make_generate_fn(
     stop_token_ids=None,
     start_token_id: int | None = None,
     use_cache: bool = True,
+    jit_compile: bool = True,
 ):
     """Build the decode loop for ``model`` as one ``tf.function``.
 
@@ -68,6 +73,10 @@ def make_generate_fn(
         start_token_id: int, the decoder's first token; required for seq2seq models.
         use_cache: bool. False recomputes the whole sequence at every step (the naive
             reference the tests and the benchmark compare with). Default True.
+        jit_compile: bool, compile the loop with XLA (default True). XLA compiles once per
+            input shape (seconds); ``generate`` pads prompt lengths to multiples of
+            ``PROMPT_BUCKET`` to reuse compilations. Exports for TF Serving use False: TF
+            Serving runs XLA-compiled functions only with ``--xla_cpu_compilation_enabled``.
 
     Returns:
         A ``tf.function`` ``(ids, mask) -> {"token_ids", "padding_mask"}``, both
@@ -98,18 +107,24 @@ def make_generate_fn(
 
     spec = tf.TensorSpec((None, None), tf.int32)
 
+    @tf.function(jit_compile=jit_compile)
+    def decode(ids, mask):
+        with compiled_cache_writes(jit_compile):  # at trace time: how the cache is written
+            if start_token_id is None:  # decoder-only: continue the prompt
+                start, start_mask = ids, mask
+            else:  # encoder-decoder: the decoder starts from one start token
+                start = tf.fill((tf.shape(ids)[0], 1), tf.constant(start_token_id, tf.int32))
+                start_mask = tf.ones_like(start)
+            cache = adapter.init_cache(ids, mask, max_length)
+            return _decode(adapter, sampler, cache, start, start_mask, max_length, stop_token_ids)
+
     @tf.function(input_signature=[spec, spec])
     def generate_fn(ids, mask):
-        if start_token_id is None:  # decoder-only: continue the prompt
-            start, start_mask = ids, mask
+        if start_token_id is None:  # checked outside XLA, which drops assertions
             tf.debugging.assert_less(
                 tf.shape(ids)[1], max_length, message="the prompt must be shorter than max_length"
             )
-        else:  # encoder-decoder: the decoder starts from one start token
-            start = tf.fill((tf.shape(ids)[0], 1), tf.constant(start_token_id, tf.int32))
-            start_mask = tf.ones_like(start)
-        cache = adapter.init_cache(ids, mask, max_length)
-        return _decode(adapter, sampler, cache, start, start_mask, max_length, stop_token_ids)
+        return decode(ids, mask)
 
     return generate_fn
 
@@ -141,6 +156,12 @@ def generate(model, prompt_ids, max_new_tokens: int, *, prompt_mask=None, sample
     if prompt_ids.ndim != 2:
         raise ValueError(f"`prompt_ids` must have shape (batch, prompt_len), got {prompt_ids.shape}.")
     prompt_mask = (prompt_ids != 0) if prompt_mask is None else np.asarray(prompt_mask)
+    # Bucketed lengths: an XLA compilation serves every prompt length up to the bucket. The
+    # padding changes no output (positions come from the mask); a GPT prompt is padded on
+    # the left, next to the tokens it continues, and the padding is cut off again below.
+    extra = -prompt_ids.shape[1] % PROMPT_BUCKET
+    pad = ((0, 0), (extra, 0)) if start_token_id is None else ((0, 0), (0, extra))
+    prompt_ids, prompt_mask = np.pad(prompt_ids, pad), np.pad(prompt_mask, pad)
     prefix = 1 if start_token_id is not None else prompt_ids.shape[1]
     key = (prefix + max_new_tokens, sampler, None if stop_token_ids is None else tuple(stop_token_ids), start_token_id)
     functions = _FUNCTIONS.setdefault(model, {})
@@ -149,7 +170,8 @@ def generate(model, prompt_ids, max_new_tokens: int, *, prompt_mask=None, sample
             model, max_length=key[0], sampler=sampler, stop_token_ids=stop_token_ids, start_token_id=start_token_id
         )
     out = functions[key](tf.constant(prompt_ids), tf.constant(prompt_mask.astype("int32")))
-    return {k: v.numpy() for k, v in out.items()}
+    cut = extra if start_token_id is None else 0
+    return {k: v.numpy()[:, cut:] for k, v in out.items()}
 
 
 def left_pad(sequences, pad_id: int = 0):

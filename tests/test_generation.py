@@ -57,7 +57,7 @@ def test_top_k_samples_only_among_the_k_likeliest(model):
 
 
 def test_exported_generate_fn_reloads_and_matches(model):
-    fn = make_generate_fn(model, max_length=10, stop_token_ids=[7])
+    fn = make_generate_fn(model, max_length=10, stop_token_ids=[7], jit_compile=False)  # as exports are
     module = tf.Module()
     module.model = model  # tracks the variables the function reads
     module.generate = fn
@@ -70,6 +70,18 @@ def test_exported_generate_fn_reloads_and_matches(model):
         got = loaded.signatures["generate"](ids=tf.constant(ids), mask=tf.constant(mask))
     np.testing.assert_array_equal(got["token_ids"], expected["token_ids"])
     np.testing.assert_array_equal(got["padding_mask"], expected["padding_mask"])
+
+
+def test_xla_and_executor_loops_agree_and_prompt_buckets_change_nothing(model):
+    ids, mask = left_pad(PROMPTS)
+    xla = make_generate_fn(model, max_length=12, stop_token_ids=[7])(ids, mask)
+    executor = make_generate_fn(model, max_length=12, stop_token_ids=[7], jit_compile=False)(ids, mask)
+    for key in ("token_ids", "padding_mask"):
+        np.testing.assert_array_equal(xla[key], executor[key])
+    # generate() pads the 3-token prompts to 16 tokens on the left, then cuts that off again.
+    out = generate(model, PROMPTS, 9, stop_token_ids=[7])
+    np.testing.assert_array_equal(out["token_ids"], xla["token_ids"].numpy())
+    np.testing.assert_array_equal(out["padding_mask"], xla["padding_mask"].numpy())
 
 
 def test_bad_arguments_name_the_argument(model):

@@ -11,12 +11,13 @@ Each attention layer has two paths over the *same* weights:
   at ``index`` and attends over the cache. Fixed shapes let the whole decode loop live in one
   ``tf.while_loop``.
 
-``step`` runs once per generated token and layer, where the count of graph ops, not the
-arithmetic, bounds the speed on a CPU. So it is written in TF ops on 2-D inputs: a Dense on
+``step`` runs once per generated token and layer, where per-op costs, not the arithmetic,
+bound the speed on a CPU. So it is written in TF ops on 2-D inputs: a Dense on
 ``(batch, 1, hidden)`` adds a tensordot's shape ops, a head split on one position is a
-reshape, keys are read with ``transpose_b``, and the cache is written with TF's native
-strided-slice update (``XlaDynamicUpdateSlice``, which ``ops.slice_update`` emits, runs
-through on-demand XLA outside a compiled function and cost 4x as much here).
+reshape, keys are read with ``transpose_b``, and outside XLA the cache is written with TF's
+native strided-slice update (``XlaDynamicUpdateSlice``, which ``ops.slice_update`` emits, runs
+through on-demand XLA outside a compiled function and cost 4x as much here); see
+``compiled_cache_writes``.
 
 Positions come from the padding mask (``position_ids``), so a left-padded prompt gets the
 same positions, and the same outputs, as the unpadded prompt.
@@ -24,7 +25,9 @@ same positions, and the same outputs, as the unpadded prompt.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import threading
 
 import keras
 import tensorflow as tf
@@ -90,8 +93,29 @@ def _attend(query, key, value, mask, dropout, training):
     return _merge_heads(out)
 
 
+_WRITES = threading.local()
+
+
+@contextlib.contextmanager
+def compiled_cache_writes(compiled: bool = True):
+    """Trace ``write_position`` for XLA (``compiled=True``) or for TF's executor.
+
+    XLA needs ``XlaDynamicUpdateSlice`` (it updates the buffer in place) and rejects a
+    strided-slice update with a tensor ``begin``; TF's executor runs the strided-slice update
+    natively. Enter this while tracing a ``jit_compile=True`` function.
+    """
+    previous = getattr(_WRITES, "compiled", False)
+    _WRITES.compiled = compiled
+    try:
+        yield
+    finally:
+        _WRITES.compiled = previous
+
+
 def write_position(cache, update, index):
     """``cache`` (batch, heads, length, head_dim) with ``update`` (batch, heads, 1, head_dim) at ``index``."""
+    if getattr(_WRITES, "compiled", False):
+        return ops.slice_update(cache, [0, 0, index, 0], update)
     begin = tf.stack([0, 0, index, 0])
     return tf.raw_ops.TensorStridedSliceUpdate(
         input=cache, begin=begin, end=begin + [0, 0, 1, 0], strides=[1, 1, 1, 1],
@@ -131,8 +155,39 @@ def _pad_to(x, length):
     return ops.pad(x, ((0, 0), (0, 0), (0, length - ops.shape(x)[2]), (0, 0)))
 
 
+class _Attention(layers.Layer):
+    """What both attention layers share: arguments, output projection, dropout, config.
+
+    Subclasses make their input projections in ``_make_projections``, called first so the
+    weights list them before the output projection.
+    """
+
+    def __init__(self, *, hidden_dim: int, num_heads: int, dropout: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        check_heads(hidden_dim, num_heads)
+        self.hidden_dim, self.num_heads = hidden_dim, num_heads
+        self.dropout = checks.fraction("dropout", dropout)
+        self._make_projections()
+        self.output_dense = self._dense(hidden_dim, "output")
+        self.probs_dropout = layers.Dropout(dropout, name="probs_dropout", dtype=self.dtype_policy)
+
+    def _make_projections(self):
+        raise NotImplementedError
+
+    def _dense(self, units, name):
+        return layers.Dense(units, name=name, dtype=self.dtype_policy)
+
+    def compute_output_shape(self, input_shape, *args, **kwargs):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(hidden_dim=self.hidden_dim, num_heads=self.num_heads, dropout=self.dropout)
+        return config
+
+
 @keras.saving.register_keras_serializable(package="bigkeras")
-class CausalSelfAttention(layers.Layer):
+class CausalSelfAttention(_Attention):
     """Multi-head causal self-attention with a fused query/key/value projection.
 
     One ``(hidden, 3 * hidden)`` matmul instead of three: the same parameter count as
@@ -150,15 +205,8 @@ class CausalSelfAttention(layers.Layer):
         (2, 10, 64)
     """
 
-    def __init__(self, *, hidden_dim: int, num_heads: int, dropout: float = 0.0, **kwargs):
-        super().__init__(**kwargs)
-        check_heads(hidden_dim, num_heads)
-        self.hidden_dim, self.num_heads = hidden_dim, num_heads
-        self.dropout = checks.fraction("dropout", dropout)
-        sub = {"dtype": self.dtype_policy}
-        self.qkv = layers.Dense(3 * hidden_dim, name="qkv", **sub)
-        self.output_dense = layers.Dense(hidden_dim, name="output", **sub)
-        self.probs_dropout = layers.Dropout(dropout, name="probs_dropout", **sub)
+    def _make_projections(self):
+        self.qkv = self._dense(3 * self.hidden_dim, "qkv")
 
     def build(self, input_shape):
         self.qkv.build(input_shape)
@@ -202,17 +250,9 @@ class CausalSelfAttention(layers.Layer):
         key, value = write_position(cache[0], k, index), write_position(cache[1], v, index)
         return self.output_dense(_attend_one(q, key, value, mask)), (key, value)
 
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(hidden_dim=self.hidden_dim, num_heads=self.num_heads, dropout=self.dropout)
-        return config
-
 
 @keras.saving.register_keras_serializable(package="bigkeras")
-class CrossAttention(layers.Layer):
+class CrossAttention(_Attention):
     """Multi-head attention from decoder positions to an encoder's outputs (the context).
 
     The context's keys and values are projected once per sequence (``project_context``) and
@@ -230,16 +270,9 @@ class CrossAttention(layers.Layer):
         (2, 5, 64)
     """
 
-    def __init__(self, *, hidden_dim: int, num_heads: int, dropout: float = 0.0, **kwargs):
-        super().__init__(**kwargs)
-        check_heads(hidden_dim, num_heads)
-        self.hidden_dim, self.num_heads = hidden_dim, num_heads
-        self.dropout = checks.fraction("dropout", dropout)
-        sub = {"dtype": self.dtype_policy}
-        self.query = layers.Dense(hidden_dim, name="query", **sub)
-        self.key_value = layers.Dense(2 * hidden_dim, name="key_value", **sub)
-        self.output_dense = layers.Dense(hidden_dim, name="output", **sub)
-        self.probs_dropout = layers.Dropout(dropout, name="probs_dropout", **sub)
+    def _make_projections(self):
+        self.query = self._dense(self.hidden_dim, "query")
+        self.key_value = self._dense(2 * self.hidden_dim, "key_value")
 
     def build(self, input_shape):
         # The context has the same width as the queries (``hidden_dim``).
@@ -268,14 +301,6 @@ class CrossAttention(layers.Layer):
     def call(self, x, context, context_mask=None, training=None):
         """Attend from ``x`` (batch, q, hidden) to ``context`` (batch, ctx, hidden)."""
         return self.attend(x, self.project_context(context), context_mask, training)
-
-    def compute_output_shape(self, input_shape, *args, **kwargs):
-        return input_shape
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(hidden_dim=self.hidden_dim, num_heads=self.num_heads, dropout=self.dropout)
-        return config
 
 
 @keras.saving.register_keras_serializable(package="bigkeras")

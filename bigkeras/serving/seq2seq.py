@@ -141,7 +141,7 @@ def translate_signatures(
     target_tokenizer = target_tokenizer or tokenizer
     generate_fn = make_generate_fn(
         model, max_length=target_length + 1, sampler=sampler,
-        stop_token_ids=[end_token_id], start_token_id=start_token_id,
+        stop_token_ids=[end_token_id], start_token_id=start_token_id, jit_compile=False,  # TF Serving: no XLA by default
     )
     pad_id = _pad_id(tokenizer)
     drop = tf.constant(sorted({0, start_token_id, end_token_id}), tf.int32)

@@ -293,7 +293,10 @@ def gpt_signatures(
     checks.positive_int("example_max_new_tokens", example_max_new_tokens)
     if example_max_new_tokens >= max_length:
         raise ValueError(f"`example_max_new_tokens` must be below `max_length` ({max_length}), got {example_max_new_tokens}.")
-    generate_fn = make_generate_fn(model, max_length=max_length, sampler=sampler, stop_token_ids=stop_token_ids)
+    generate_fn = make_generate_fn(
+        model, max_length=max_length, sampler=sampler, stop_token_ids=stop_token_ids,
+        jit_compile=False,  # TF Serving: no XLA by default
+    )
     stops = tf.constant(list(stop_token_ids or [-1]), tf.int32)
     pad_id = _pad_id(tokenizer)
     prompt_spec = tf.TensorSpec((None,), tf.string, "prompt")
