@@ -1,17 +1,22 @@
-"""BERT: masked-LM pre-training on the King James Bible, then fine-tuning on review sentiment.
+"""BERT: masked-LM pre-training on the King James Bible and the reviews' text, then fine-tuning.
 
 Pre-trains a small BERT backbone (2 post-norm encoder blocks of width 128, 4 heads, a
-WordPiece vocabulary of 6,000 tokens) on the Bible's verses with masked-LM alone (15% of
-the tokens, 80/10/10 mask/random/keep, masks redrawn every epoch; no next-sentence task, as
-in RoBERTa). The pre-trained backbone then gets a classification head and is fine-tuned on
-the Rotten Tomatoes review snippets (fresh/rotten). It reports the masked-LM accuracy on
-held-out chapters and the sentiment accuracy on the 2,550 test snippets. The vocabulary is
-learned from a sample of both training sets (keras-hub's WordPiece learner is slow Python).
+WordPiece vocabulary of 6,000 tokens) with masked-LM alone (15% of the tokens, 80/10/10
+mask/random/keep, masks redrawn every epoch; no next-sentence task, as in RoBERTa) on the
+Bible's verses plus the text of the training review snippets, labels unused (domain-adaptive
+pre-training, Gururangan et al. 2020, "Don't Stop Pretraining"). The pre-trained backbone
+then gets a classification head and is fine-tuned on the Rotten Tomatoes review snippets
+(fresh/rotten). It reports the masked-LM accuracy on held-out Bible chapters and the
+sentiment accuracy on the 2,550 test snippets (never seen in either stage). The vocabulary
+is learned from a sample of both training sets (keras-hub's WordPiece learner is slow
+Python). The export takes raw review strings (WordPiece and [CLS]/[SEP] packing run inside
+the graph).
 
-Measured here: 23% masked-LM accuracy after 2 epochs and 71.3% sentiment accuracy, in 14
-minutes on 2 busy CPU cores. That is below the 75% target: 17th-century scripture teaches a
-2-layer model little about film reviews in the minutes it gets here. The export takes raw
-review strings (WordPiece and [CLS]/[SEP] packing run inside the graph).
+Measured here (10 minutes on 2 idle CPU cores): 25% masked-LM accuracy after 2 epochs and
+71.6% test sentiment accuracy (74.6% best validation), below the 75% target that the LSTM and
+Transformer recipes reach from scratch. Pre-training on the Bible alone gave 71.3%, adding the
+reviews' text 71.1% and 71.6% (fine-tuning learning rate 2e-4 and 5e-4): minutes of masked-LM
+on 37k short texts do not give a 2-layer model features worth more than its own fine-tuning.
 
     python recipes/bible_bert.py                 # or: bigkeras train bible_bert
     python recipes/bible_bert.py --smoke         # a few steps, for tests
@@ -24,8 +29,8 @@ from bigkeras import recipe
 # Setup
 # ---------------------------------------------------------------------------------------
 # --epochs, --batch-size and --learning-rate are the fine-tuning's; pre-training has its own.
-args = recipe.parse_args(__doc__, name="bible_bert", data="bible", epochs=3, batch_size=32, learning_rate=2e-4, extra=[
-    (("--pretrain-epochs",), {"type": int, "default": 2, "help": "masked-LM passes over the Bible"}),
+args = recipe.parse_args(__doc__, name="bible_bert", data="bible", epochs=3, batch_size=32, learning_rate=5e-4, extra=[
+    (("--pretrain-epochs",), {"type": int, "default": 2, "help": "masked-LM passes over the corpus"}),
     (("--finetune-data",), {"default": "rotten_tomatoes", "help": "the labelled texts to fine-tune on"}),
 ])
 
@@ -59,8 +64,13 @@ def features(texts):  # strings -> {"token_ids", "segment_ids", "padding_mask"},
     return {k: np.asarray(v, np.int32) for k, v in preprocess(tf.constant([str(t) for t in texts])).items()}
 
 
-def verses(split, shuffle=False):  # masking after the cache: a new mask every epoch
-    return data.from_arrays(features(split.x), shuffle=shuffle).map(masker)
+def verses(texts, shuffle=False):  # masking after the cache: a new mask every epoch
+    return data.from_arrays(features(texts), shuffle=shuffle).map(masker)
+
+
+# Pre-training text: the Bible's training chapters and the training reviews (no labels).
+corpus = {"train": np.concatenate([bible.train.x, reviews.train.x]),
+          "validation": np.concatenate([bible.validation.x, reviews.validation.x])}
 
 
 # Model
@@ -85,12 +95,12 @@ def classifier():  # after pre-training: a fresh backbone with its weights, matc
 config = recipe.train_config(args, epochs=args.pretrain_epochs, batch_size=64, learning_rate=1e-3,
                              schedule="cosine", warmup_steps=200, run_dir=f"{args.run_dir}/pretraining")
 loss = {"mlm_logits": keras.losses.SparseCategoricalCrossentropy(from_logits=True)}
-pretrained = train(pretrainer, verses(bible.train, shuffle=True), verses(bible.validation), config,
+pretrained = train(pretrainer, verses(corpus["train"], shuffle=True), verses(corpus["validation"]), config,
                    loss=loss, metrics=[])
 # Masked-LM accuracy over the real prediction slots (unused slots have weight 0).
 predict = pretrained.model.predict_on_batch
 hits = [(w["mlm_logits"].numpy(), predict(x)["mlm_logits"].argmax(-1) == y["mlm_logits"].numpy())
-        for x, y, w in verses(bible.test).batch(256)]
+        for x, y, w in verses(bible.test.x).batch(256)]
 mlm_test_accuracy = float(sum((w * hit).sum() for w, hit in hits) / sum(w.sum() for w, _ in hits))
 print(f"masked-LM accuracy on held-out chapters: {mlm_test_accuracy:.4f}", flush=True)
 
@@ -108,4 +118,5 @@ samples = [{"example": t, "label": reviews.class_names[y], "predicted": reviews.
            for t, y, p in zip(reviews.test.x[: recipe.SAMPLES], reviews.test.y, predicted)]
 recipe.publish(args, result, reviews, metric="test_accuracy", value=np.mean(predicted == reviews.test.y),
                samples=samples, signatures=signatures,
-               details={"mlm_test_accuracy": round(mlm_test_accuracy, 4), "pretraining_corpus": bible.name})
+               details={"mlm_test_accuracy": round(mlm_test_accuracy, 4),
+                        "pretraining_corpus": f"{bible.name} + {reviews.name} training text"})
