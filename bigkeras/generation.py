@@ -6,9 +6,10 @@ step: a model adapter that runs one new position against a fixed-shape key/value
 from the trained model's own layers (``CachedGPT``, ``CachedSeq2Seq``).
 
 ``make_generate_fn`` returns the whole decode as one ``tf.function`` with a fixed input
-signature, compiled with XLA by default (on 2 CPU cores XLA made this loop 1.4x faster at
-batch 8 and 2x at batch 1 than TF's executor, whose matmul kernels repack the weights on
-every call), or ready to export as a TF Serving signature with ``jit_compile=False``::
+signature, compiled with XLA by default (on 2 CPU cores XLA made this loop about 2x faster
+at batch 1 and 1.3-1.6x at batch 8 than TF's executor, whose matmul kernels repack the
+weights on every call), or ready to export as a TF Serving signature with
+``jit_compile=False``::
 
     fn = make_generate_fn(model, max_length=64, sampler="greedy", stop_token_ids=[2])
     out = fn(prompt_ids, prompt_mask)  # int32 (batch, prompt_len), left-padded
