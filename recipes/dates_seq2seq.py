@@ -44,8 +44,7 @@ tokenizer = keras_hub.tokenizers.ByteTokenizer(lowercase=False)  # core TF ops o
 
 
 def examples(split, shuffle=False):  # unbatched (features, labels, weights) for train()
-    ds = tf.data.Dataset.from_tensor_slices(teacher_forcing_examples(tokenizer, split.x, split.y, **TOKENS))
-    return ds.shuffle(len(split), seed=data.SEED) if shuffle else ds
+    return data.from_arrays(*teacher_forcing_examples(tokenizer, split.x, split.y, **TOKENS), shuffle=shuffle)
 
 
 train_ds, val_ds = examples(dates.train, shuffle=True), examples(dates.validation)

@@ -45,8 +45,7 @@ TOKENS = {"source_length": 32, "target_length": 32, "start_token_id": START, "en
 
 
 def examples(split, shuffle=False):  # unbatched (features, labels, weights): weights mask padding
-    ds = tf.data.Dataset.from_tensor_slices(teacher_forcing_examples(tokenizer, split.x, split.y, **TOKENS))
-    return ds.shuffle(len(split), seed=data.SEED) if shuffle else ds
+    return data.from_arrays(*teacher_forcing_examples(tokenizer, split.x, split.y, **TOKENS), shuffle=shuffle)
 
 
 train_ds, val_ds = examples(pairs.train, shuffle=True), examples(pairs.validation)

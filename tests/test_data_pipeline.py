@@ -69,6 +69,19 @@ def test_map_fn_runs_once_before_the_cache(tmp_path):
     assert len(calls) == 20
 
 
+def test_sample_weights_become_the_third_element():
+    features = {"ids": np.arange(6).reshape(3, 2)}
+    weights = np.array([[1, 0], [1, 1], [0, 0]], "float32")  # per target position
+    x, y, w = next(iter(data.from_arrays(features, np.arange(3), weights).skip(1)))
+    np.testing.assert_array_equal(x["ids"], [2, 3])
+    assert int(y) == 1
+    np.testing.assert_array_equal(w, [1, 1])
+    with pytest.raises(ValueError, match="`sample_weight`"):
+        data.from_arrays(features, np.arange(3), weights[:2])
+    with pytest.raises(ValueError, match="`sample_weight` needs `y`"):
+        data.from_arrays(features, None, weights)
+
+
 def test_batched_and_argument_errors():
     y = np.arange(10)
     batches = list(data.batched(data.from_arrays(y, y), 4).as_numpy_iterator())

@@ -26,6 +26,7 @@ WORDPIECE_RESERVED = ("[PAD]", "[CLS]", "[SEP]", "[UNK]", "[MASK]")
 def from_arrays(
     x,
     y=None,
+    sample_weight=None,
     *,
     map_fn: Callable | None = None,
     cache: bool | str = True,
@@ -33,7 +34,7 @@ def from_arrays(
     seed: int = SEED,
     reshuffle_each_iteration: bool = True,
 ) -> tf.data.Dataset:
-    """An unbatched ``tf.data.Dataset`` of ``(features, label)`` from in-memory arrays.
+    """An unbatched ``tf.data.Dataset`` of ``(features, label[, weight])`` from in-memory arrays.
 
     Order of the stages: slices -> ``map_fn`` -> cache -> shuffle. Deterministic
     preprocessing goes in ``map_fn`` so it runs once and is cached; random augmentation
@@ -43,7 +44,9 @@ def from_arrays(
         x: features: an array (images, token ids), a list/array of ``str``, or a dict of
             arrays for multi-input models.
         y: labels or targets aligned with ``x``; ``None`` for features-only elements.
-        map_fn: applied per element (``map_fn(x, y)`` or ``map_fn(x)``) before caching.
+        sample_weight: optional weights aligned with ``y`` (per example, or per target
+            position such as a padding mask), the third element Keras weights the loss by.
+        map_fn: applied per element (``map_fn(x, y[, w])`` or ``map_fn(x)``) before caching.
         cache: ``True`` caches in memory after the first pass, a path caches to files
             there, ``False`` does not cache.
         shuffle: ``True`` shuffles with a buffer holding the whole dataset, an int sets
@@ -65,7 +68,10 @@ def from_arrays(
         raise ValueError("`x` must hold at least one example, got an empty array.")
     if y is not None and len(y) != n:
         raise ValueError(f"`y` must have the same length as `x` ({n}), got {len(y)}.")
-    ds = tf.data.Dataset.from_tensor_slices(features if y is None else (features, _tensor_ready(y)))
+    if sample_weight is not None and (y is None or len(sample_weight) != n):
+        raise ValueError(f"`sample_weight` needs `y` and the same length as `x` ({n}), got {len(sample_weight)}.")
+    parts = tuple(_tensor_ready(a) for a in (y, sample_weight) if a is not None)
+    ds = tf.data.Dataset.from_tensor_slices((features, *parts) if parts else features)
     if map_fn is not None:
         ds = ds.map(map_fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if cache:
