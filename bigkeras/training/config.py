@@ -57,7 +57,8 @@ class TrainConfig:
             before stopping; None never stops early.
         precise_bn_batches: int, 0 (default) or how many training batches re-estimate every
             ``BatchNormalization`` layer's moving mean and variance with the current weights
-            before each validation and at the end (PreciseBN, Wu & Johnson 2021, "Rethinking
+            before each validation, or at the end of an epoch without one, from the first
+            batches of the training data (PreciseBN, Wu & Johnson 2021, "Rethinking
             'Batch' in BatchNorm"): the moving averages lag a model that is still changing
             fast, as in a one-epoch schedule.
         monitor: str, the metric for the best checkpoint and early stopping; ``val_*``

@@ -134,8 +134,11 @@ def train(
             repeat=config.steps_per_epoch is not None,
             skip=initial_epoch * steps_per_epoch if config.steps_per_epoch else 0,
         )
-        # Before the checkpoints: they save what validation measured.
-        harness_callbacks = [PreciseBatchNorm(train_ds, config.precise_bn_batches)] if config.precise_bn_batches else []
+        harness_callbacks = []
+        if config.precise_bn_batches:  # before the checkpoints: they save what validation measured
+            # Its own pass over the training data: the first batches, not a resumed stream's skip.
+            precise_ds = _pipeline(train_data, global_batch, training=True)
+            harness_callbacks.append(PreciseBatchNorm(precise_ds, config.precise_bn_batches))
         harness_callbacks += [
             keras.callbacks.TerminateOnNaN(),
             history_log,
