@@ -150,3 +150,13 @@ def run_recipes_smoke(tmp: Path, names, *, via_cli: str, extra_flags=None, timeo
 
     with ThreadPoolExecutor(max_workers=2) as pool:
         return dict(pool.map(run, names)), export_dir
+
+
+def passed_smoke_run(smoke_runs, name: str):
+    """``(run_dir, results, export_dir)`` of one ``run_recipes_smoke`` run, asserting that it
+    exited 0 and that its export verified."""
+    runs, export_dir = smoke_runs
+    proc, run_dir = runs[name]
+    assert proc.returncode == 0, f"{name} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+    assert "verified without Keras" in proc.stdout  # printed only after verify() passed
+    return run_dir, json.loads((run_dir / "results.json").read_text()), export_dir

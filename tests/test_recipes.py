@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from bigkeras import recipe
-from tests.helpers import ROOT, run_recipes_smoke
+from tests.helpers import ROOT, passed_smoke_run, run_recipes_smoke
 
 IMAGE = {"serving_default": {"images"}, "serving_bytes": {"image_bytes"}}
 TEXT = {"serving_default": {"text"}}
@@ -48,12 +48,7 @@ def test_recipe_smoke_run_trains_records_exports_and_verifies(smoke_runs, name):
 
     from bigkeras.serving import read_model_config, read_warmup
 
-    runs, export_dir = smoke_runs
-    proc, run_dir = runs[name]
-    assert proc.returncode == 0, f"{name} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
-    assert "verified without Keras" in proc.stdout  # printed only after verify() passed
-
-    results = json.loads((run_dir / "results.json").read_text())
+    run_dir, results, export_dir = passed_smoke_run(smoke_runs, name)
     assert set(results) == RESULT_KEYS
     assert results["recipe"] == name and results["metric"] == "test_accuracy"
     assert 0.0 <= results["value"] <= 1.0 and results["wall_seconds"] > 0

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.helpers import run_recipes_smoke
+from tests.helpers import passed_smoke_run, run_recipes_smoke
 
 RECIPES = {  # name -> (metric, signature, its input, the sample keys)
     "bible_gpt": ("test_perplexity", "generate", "prompt", {"prompt", "completion"}),
@@ -39,13 +39,8 @@ def test_sequence_recipe_smoke_run_records_exports_and_serves_text(smoke_runs, n
 
     from bigkeras.serving import read_model_config
 
-    runs, export_dir = smoke_runs
-    proc, run_dir = runs[name]
-    assert proc.returncode == 0, f"{name} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
-    assert "verified without Keras" in proc.stdout  # printed only after verify() passed
+    run_dir, results, export_dir = passed_smoke_run(smoke_runs, name)
     metric, signature, input_name, sample_keys = RECIPES[name]
-
-    results = json.loads((run_dir / "results.json").read_text())
     assert set(results) == RESULT_KEYS and results["recipe"] == name and results["metric"] == metric
     low, high = (1.0, 256.0) if metric == "test_perplexity" else (0.0, 1.0)
     assert low <= results["value"] <= high and results["wall_seconds"] > 0
