@@ -55,7 +55,6 @@ def main():
     backbone = keras_hub.models.GPT2Backbone(
         vocabulary_size=VOCAB, max_sequence_length=PROMPT + NEW, **SHAPE
     )
-    hub = keras_hub.models.GPT2CausalLM(backbone=backbone, preprocessor=None)
     print(f"params: bigkeras {ours.count_params():,}  keras-hub {backbone.count_params():,}")
 
     ours_xla = make_generate_fn(ours, max_length=PROMPT + NEW)
