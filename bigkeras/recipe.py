@@ -185,8 +185,11 @@ def load_backbone(path: str | os.PathLike, *, arch: str | None = None, input_sha
             convention, or ``predictions``, keras.applications', is cut off), a
             keras.applications weights file (``.h5``, with ``arch``), or a keras-hub preset
             directory (``config.json``, ``model.weights.h5``, ...).
-        arch: str, the ``keras.applications`` constructor an ``.h5`` file belongs to, e.g.
-            ``"MobileNetV2"`` (built with ``include_top=False``).
+        arch: str, the ``keras.applications`` constructor an ``.h5`` file belongs to. The ones
+            bigkeras builds (``ResNet50``, ``VGG16``, ``InceptionV3``...: see
+            ``bigkeras.checkpoints.applications.ARCHS``) give the bigkeras model without its
+            top, weights loaded; any other (e.g. ``"MobileNetV2"``) falls back to
+            keras.applications' own model with ``include_top=False``.
         input_shape: ``(H, W, 3)`` for ``arch`` models; default ``(32, 32, 3)``.
 
     Returns:
@@ -210,9 +213,14 @@ def load_backbone(path: str | os.PathLike, *, arch: str | None = None, input_sha
             model = keras.Model(model.inputs, model.layers[-2].output, name=f"{model.name}_features")
         return model
     if path.suffix == ".h5":
+        from bigkeras.checkpoints.applications import ARCHS, load_applications
+
+        input_shape = tuple(input_shape or (32, 32, 3))
+        if arch in ARCHS:
+            return load_applications(path, arch=arch, include_top=False, input_shape=input_shape)
         choices = [n for n in dir(keras.applications) if n[0].isupper()]
         builder = getattr(keras.applications, checks.one_of("--arch", arch, choices))
-        return builder(weights=str(path), include_top=False, input_shape=tuple(input_shape or (32, 32, 3)))
+        return builder(weights=str(path), include_top=False, input_shape=input_shape)
     raise ValueError(f"`--weights` must be a .keras file, an .h5 weights file or a preset directory, got {path}.")
 
 

@@ -7,13 +7,16 @@
    norm stays in inference mode throughout (the Keras transfer-learning guide).
 
 ``--weights PATH`` starts from a local backbone instead of step 1: a ``.keras`` model, a
-keras.applications ``.h5`` weights file with ``--arch`` (e.g. ``MobileNetV2``), or a
-keras-hub preset directory; images are resized and made RGB to fit it. Nothing downloads.
+keras.applications ``.h5`` weights file with ``--arch``, or a keras-hub preset directory;
+images are resized and made RGB to fit it. Nothing downloads. An ``.h5`` file of an
+architecture bigkeras builds (``ResNet50``, ``ResNet50V2``, ``VGG16``, ``InceptionV3``...)
+loads into the bigkeras builder, so the fine-tuned model is a bigkeras model end to end;
+others (e.g. ``MobileNetV2``) load into keras.applications' own model.
 
 Expect about 97% test accuracy on the five new classes in a few minutes on 2 CPU cores.
 
     python recipes/transfer_learning.py              # or: bigkeras train transfer_learning
-    python recipes/transfer_learning.py --weights mobilenet_v2_notop.h5 --arch MobileNetV2
+    python recipes/transfer_learning.py --weights resnet50_notop.h5 --arch ResNet50
     python recipes/transfer_learning.py --smoke      # a few steps, for tests
 """
 

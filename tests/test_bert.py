@@ -53,7 +53,7 @@ def test_tiny_bert_pretrains_and_the_classifier_fine_tunes_the_same_weights():
 
     # Fine-tuning reuses the pre-trained backbone's variables, not copies.
     classifier = bert_classifier(backbone=backbone, num_classes=3)
-    table = backbone.get_layer("bert_token_embedding").embeddings
+    table = backbone.token_embedding.embeddings
     assert any(w is table for w in classifier.weights)
     assert any(w is table for w in pretrainer.weights)
     x = {k: tokens[:4] * 0 + v for k, v in {"token_ids": tokens[:4], "segment_ids": 0, "padding_mask": 1}.items()}

@@ -17,7 +17,7 @@ def model():
     model = build("gpt_tiny")
     # Sharpen the untrained model's logits (tied to this table) so its greedy choice is
     # clear-cut and temperature has something to flatten.
-    table = model.get_layer("gpt_token_embedding").embeddings
+    table = model.token_embedding.embeddings
     table.assign(table * 30.0)
     return model
 

@@ -84,7 +84,7 @@ def test_stop_token_ends_the_row_and_masks_what_follows(trained):
 def test_cached_path_uses_the_models_own_layers(trained):
     model, _, _ = trained
     cached = CachedGPT(model)
-    assert cached.token_embedding is model.get_layer("gpt_token_embedding")
+    assert cached.token_embedding is model.token_embedding
     assert all(any(b is layer for layer in model.layers) for b in cached.blocks)
     assert len(cached.blocks) == PRESETS["tiny"]["num_layers"]
 
@@ -95,7 +95,7 @@ def test_output_projection_is_tied_to_the_token_embedding():
     x = {"token_ids": ids, "padding_mask": np.ones_like(ids)}
     assert np.abs(model(x)).max() > 0
     # The logits are (final hidden) @ table.T with no bias: a zero table gives zero logits.
-    table = model.get_layer("gpt_token_embedding").embeddings
+    table = model.token_embedding.embeddings
     table.assign(np.zeros(table.shape, "float32"))
     np.testing.assert_array_equal(model(x), 0.0)
 

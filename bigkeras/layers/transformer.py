@@ -15,6 +15,7 @@ import keras
 from keras import layers, ops
 
 from bigkeras import checks
+from bigkeras.layers import activations
 
 
 @keras.saving.register_keras_serializable(package="bigkeras")
@@ -150,13 +151,15 @@ class ResidualBlock(keras.layers.Layer):
         self.hidden_dim, self.num_heads = hidden_dim, num_heads
         self.intermediate_dim = checks.positive_int("intermediate_dim", intermediate_dim)
         self.dropout = checks.fraction("dropout", dropout)
-        self.activation = keras.activations.serialize(keras.activations.get(activation))
+        self.activation = keras.activations.serialize(activations.get(activation))
         self.norm_first = bool(norm_first)
         checks.positive_number("layer_norm_epsilon", layer_norm_epsilon)
         self.layer_norm_epsilon = float(layer_norm_epsilon)
 
         self._make_attention()
-        self.ffn_intermediate = self._sublayer(layers.Dense, "ffn_intermediate", intermediate_dim, activation=activation)
+        self.ffn_intermediate = self._sublayer(
+            layers.Dense, "ffn_intermediate", intermediate_dim, activation=activations.get(activation)
+        )
         self.ffn_output = self._sublayer(layers.Dense, "ffn_output", hidden_dim)
         self.ffn_norm = self._norm("ffn_norm")
         self.ffn_dropout = self._dropout("ffn_dropout")
@@ -229,7 +232,8 @@ class TransformerEncoderBlock(ResidualBlock):
         intermediate_dim: int, the hidden width of the feed-forward network.
         dropout: float in [0, 1), on attention probabilities and on each sub-block's
             output before the residual sum. Default 0.
-        activation: str, the feed-forward activation. Default ``"gelu"``.
+        activation: str, the feed-forward activation: a Keras name (``"gelu"`` is the exact,
+            erf GELU) or ``"gelu_approximate"`` (tanh, GPT-2's). Default ``"gelu"``.
         norm_first: bool, pre-norm (True, default) or post-norm (False).
         layer_norm_epsilon: float, the layer-normalisation epsilon. Default 1e-5.
         **kwargs: base ``keras.layers.Layer`` arguments (``name``, ``dtype``, ...).

@@ -21,6 +21,7 @@ from keras import layers, ops
 
 from bigkeras import checks
 from bigkeras.layers.transformer import TransformerEncoderBlock
+from bigkeras.models.base import TransformerModel
 from bigkeras.registry import register_family
 
 BACKBONE_PRESETS = {
@@ -50,19 +51,14 @@ BACKBONE_PRESETS = {
 PRESETS = {name: {**kwargs, "num_classes": 2} for name, kwargs in BACKBONE_PRESETS.items()}
 
 
-def bert_backbone(
-    *,
-    vocab_size: int,
-    num_layers: int,
-    hidden_dim: int,
-    num_heads: int,
-    intermediate_dim: int,
-    sequence_length: int = 512,
-    num_segments: int = 2,
-    dropout: float = 0.1,
-    name: str = "bert",
-) -> keras.Model:
-    """The BERT encoder.
+def bert_backbone(**kwargs) -> BertBackbone:
+    """Build a ``BertBackbone`` (the BERT encoder) from its keyword arguments; see that class."""
+    return BertBackbone(**kwargs)
+
+
+@keras.saving.register_keras_serializable(package="bigkeras")
+class BertBackbone(TransformerModel):
+    """The BERT encoder, a functional model that exposes its parts.
 
     Args:
         vocab_size: int, the number of token ids.
@@ -73,55 +69,104 @@ def bert_backbone(
         sequence_length: int, the longest input (rows of the position table). Default 512.
         num_segments: int, the segment (sentence A/B) ids. Default 2.
         dropout: float in [0, 1). Default 0.1.
+        activation: str, the feed-forward activation: ``"gelu"`` (exact, erf: BERT's and
+            Hugging Face's) or ``"gelu_approximate"`` (tanh: keras-hub's). Default ``"gelu"``.
+        layer_norm_epsilon: float. Default 1e-12 (BERT's).
         name: str, the model name and layer-name prefix.
 
-    Returns:
-        A functional ``keras.Model`` with int inputs ``token_ids``, ``segment_ids`` and
-        ``padding_mask`` ``(batch, seq)`` (right-padded, ``seq <= sequence_length``) and
-        outputs ``{"sequence_output": (batch, seq, hidden), "pooled_output": (batch, hidden)}``
-        (the pooler is a tanh ``Dense`` on the first, ``[CLS]``, position).
+    Inputs and outputs: int inputs ``token_ids``, ``segment_ids`` and ``padding_mask``
+    ``(batch, seq)`` (right-padded, ``seq <= sequence_length``); outputs
+    ``{"sequence_output": (batch, seq, hidden), "pooled_output": (batch, hidden)}`` (the
+    pooler is a tanh ``Dense`` on the first, ``[CLS]``, position).
+
+    Parts (attributes): ``token_embedding`` (a ``ReversibleEmbedding``),
+    ``position_embedding`` (keras-hub ``PositionEmbedding``), ``segment_embedding``,
+    ``embeddings_norm``, ``blocks`` (the ``TransformerEncoderBlock`` list, each with
+    ``attention`` (``query_dense``, ``key_dense``, ``value_dense``, ``output_dense``),
+    ``attention_norm``, ``ffn_intermediate``, ``ffn_output``, ``ffn_norm``) and ``pooler``.
 
     Example:
         >>> backbone = bert_backbone(**BACKBONE_PRESETS["tiny"])
+        >>> backbone.blocks[0].attention.query_dense.kernel.shape
+        (32, 2, 16)
     """
-    checks.positive_int("vocab_size", vocab_size)
-    checks.positive_int("num_layers", num_layers)
-    checks.positive_int("sequence_length", sequence_length)
-    checks.positive_int("num_segments", num_segments)
-    checks.fraction("dropout", dropout)
 
-    token_ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
-    segment_ids = keras.Input(shape=(None,), dtype="int32", name="segment_ids")
-    padding_mask = keras.Input(shape=(None,), dtype="int32", name="padding_mask")
+    def __init__(
+        self,
+        *,
+        vocab_size: int,
+        num_layers: int,
+        hidden_dim: int,
+        num_heads: int,
+        intermediate_dim: int,
+        sequence_length: int = 512,
+        num_segments: int = 2,
+        dropout: float = 0.1,
+        activation: str = "gelu",
+        layer_norm_epsilon: float = 1e-12,
+        name: str = "bert",
+        **kwargs,
+    ):
+        checks.positive_int("vocab_size", vocab_size)
+        checks.positive_int("num_layers", num_layers)
+        checks.positive_int("sequence_length", sequence_length)
+        checks.positive_int("num_segments", num_segments)
+        checks.fraction("dropout", dropout)
+        checks.positive_number("layer_norm_epsilon", layer_norm_epsilon)
+        arguments = dict(
+            vocab_size=vocab_size, num_layers=num_layers, hidden_dim=hidden_dim, num_heads=num_heads,
+            intermediate_dim=intermediate_dim, sequence_length=sequence_length, num_segments=num_segments,
+            dropout=dropout, activation=activation, layer_norm_epsilon=layer_norm_epsilon,
+        )
 
-    tokens = layers.ReversibleEmbedding(
-        vocab_size, hidden_dim, embeddings_initializer=_init(), name=f"{name}_token_embedding"
-    )(token_ids)
-    positions = keras_hub.layers.PositionEmbedding(
-        sequence_length, initializer=_init(), name=f"{name}_position_embedding"
-    )(tokens)
-    segments = layers.Embedding(
-        num_segments, hidden_dim, embeddings_initializer=_init(), name=f"{name}_segment_embedding"
-    )(segment_ids)
-    x = layers.Add(name=f"{name}_embeddings_add")([tokens, positions, segments])  # (batch, seq, hidden)
-    x = layers.LayerNormalization(epsilon=1e-12, name=f"{name}_embeddings_norm")(x)
-    x = layers.Dropout(dropout, name=f"{name}_embeddings_dropout")(x)
-    for i in range(num_layers):
-        x = TransformerEncoderBlock(
-            hidden_dim=hidden_dim,
-            num_heads=num_heads,
-            intermediate_dim=intermediate_dim,
-            dropout=dropout,
-            activation="gelu",
-            norm_first=False,  # post-norm, as in BERT
-            layer_norm_epsilon=1e-12,
-            name=f"{name}_block{i}",
-        )(x, padding_mask=padding_mask)
-    pooled = layers.Dense(hidden_dim, activation="tanh", kernel_initializer=_init(), name=f"{name}_pooler")(
-        x[:, 0, :]
-    )
-    inputs = {"token_ids": token_ids, "segment_ids": segment_ids, "padding_mask": padding_mask}
-    return keras.Model(inputs, {"sequence_output": x, "pooled_output": pooled}, name=name)
+        token_ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
+        segment_ids = keras.Input(shape=(None,), dtype="int32", name="segment_ids")
+        padding_mask = keras.Input(shape=(None,), dtype="int32", name="padding_mask")
+
+        token_embedding = layers.ReversibleEmbedding(
+            vocab_size, hidden_dim, embeddings_initializer=_init(), name=f"{name}_token_embedding"
+        )
+        position_embedding = keras_hub.layers.PositionEmbedding(
+            sequence_length, initializer=_init(), name=f"{name}_position_embedding"
+        )
+        segment_embedding = layers.Embedding(
+            num_segments, hidden_dim, embeddings_initializer=_init(), name=f"{name}_segment_embedding"
+        )
+        embeddings_norm = layers.LayerNormalization(epsilon=layer_norm_epsilon, name=f"{name}_embeddings_norm")
+        tokens = token_embedding(token_ids)
+        x = layers.Add(name=f"{name}_embeddings_add")(
+            [tokens, position_embedding(tokens), segment_embedding(segment_ids)]
+        )  # (batch, seq, hidden)
+        x = embeddings_norm(x)
+        x = layers.Dropout(dropout, name=f"{name}_embeddings_dropout")(x)
+        blocks = [
+            TransformerEncoderBlock(
+                hidden_dim=hidden_dim,
+                num_heads=num_heads,
+                intermediate_dim=intermediate_dim,
+                dropout=dropout,
+                activation=activation,
+                norm_first=False,  # post-norm, as in BERT
+                layer_norm_epsilon=layer_norm_epsilon,
+                name=f"{name}_block{i}",
+            )
+            for i in range(num_layers)
+        ]
+        for block in blocks:
+            x = block(x, padding_mask=padding_mask)
+        pooler = layers.Dense(hidden_dim, activation="tanh", kernel_initializer=_init(), name=f"{name}_pooler")
+        pooled = pooler(x[:, 0, :])
+        super().__init__(
+            {"token_ids": token_ids, "segment_ids": segment_ids, "padding_mask": padding_mask},
+            {"sequence_output": x, "pooled_output": pooled},
+            arguments=arguments,
+            parts=dict(
+                token_embedding=token_embedding, position_embedding=position_embedding,
+                segment_embedding=segment_embedding, embeddings_norm=embeddings_norm, blocks=blocks, pooler=pooler,
+            ),
+            name=name,
+            **kwargs,
+        )
 
 
 def bert_pretraining(*, backbone: keras.Model | None = None, **backbone_kwargs) -> keras.Model:
@@ -147,7 +192,7 @@ def bert_pretraining(*, backbone: keras.Model | None = None, **backbone_kwargs) 
     elif backbone_kwargs:
         raise ValueError(f"Pass either `backbone` or backbone arguments, not both; got {sorted(backbone_kwargs)}.")
     name = backbone.name
-    token_embedding = backbone.get_layer(f"{name}_token_embedding")
+    token_embedding = backbone.token_embedding
     hidden_dim = token_embedding.output_dim
     sequence, pooled = backbone.output["sequence_output"], backbone.output["pooled_output"]
 

@@ -66,6 +66,7 @@ def cnn(
     dropout: float = 0.0,
     batch_norm: bool = True,
     head: str = "flatten",
+    include_top: bool = True,
     name: str = "cnn",
 ) -> keras.Model:
     """A plain conv net: blocks of 3x3 convs, each block ending in a 2x2 max-pool, then a dense head.
@@ -77,8 +78,8 @@ def cnn(
 
     Args:
         input_shape: tuple ``(height, width, channels)``; grayscale is ``channels=1``.
-            Height and width may be ``None`` only with ``head="avg"``.
-        num_classes: int, width of the ``logits`` output.
+            Height and width may be ``None`` only with ``head="avg"`` or without the top.
+        num_classes: int, width of the ``logits`` output; ignored without the top.
         filters: sequence of int, channels of each conv block. Default ``(32, 64)``.
         convs_per_block: int, or one int per block. Default 2.
         dense_units: sequence of int, hidden layer widths of the head; may be empty.
@@ -87,17 +88,23 @@ def cnn(
             when there is none). Default 0.
         batch_norm: bool, batch normalisation after each conv. Default True.
         head: ``"flatten"`` (VGG) or ``"avg"`` (global average pooling). Default ``"flatten"``.
+        include_top: bool, end in the dense head and ``logits``; without it the model returns
+            the last block's pooled feature map, as keras.applications' VGG with
+            ``include_top=False`` does. Default True.
         name: str, the model name and layer-name prefix.
 
     Returns:
         A functional ``keras.Model`` mapping ``images`` ``(batch, *input_shape)`` to
-        ``logits`` ``(batch, num_classes)``.
+        ``logits`` ``(batch, num_classes)``, or to features ``(batch, h, w, filters[-1])``
+        without the top.
 
     Example:
         >>> model = cnn(input_shape=(28, 28, 1), num_classes=10, filters=(32, 64), dropout=0.3)
     """
     input_shape = checks.shape("input_shape", input_shape, rank=3, channels=True)
-    checks.positive_int("num_classes", num_classes)
+    checks.one_of("include_top", include_top, (True, False))
+    if include_top:
+        checks.positive_int("num_classes", num_classes)
     filters = checks.positive_ints("filters", filters)
     if isinstance(convs_per_block, int) and not isinstance(convs_per_block, bool):
         convs_per_block = (convs_per_block,) * len(filters)
@@ -111,7 +118,7 @@ def cnn(
     checks.fraction("dropout", dropout)
     checks.one_of("batch_norm", batch_norm, (True, False))
     checks.one_of("head", head, ("flatten", "avg"))
-    if head == "flatten" and None in input_shape[:2]:
+    if include_top and head == "flatten" and None in input_shape[:2]:
         raise ValueError(
             f"`input_shape` must have a fixed height and width with head='flatten', got "
             f"{input_shape!r}; use head='avg' for variable-size images."
@@ -132,6 +139,8 @@ def cnn(
             x = layers.Activation("relu", name=f"{prefix}_relu{j}")(x)
         x = layers.MaxPooling2D(2, name=f"{prefix}_pool")(x)  # (batch, h/2, w/2, filters)
 
+    if not include_top:
+        return keras.Model(inputs, x, name=name)
     if head == "flatten":
         x = layers.Flatten(name=f"{name}_flatten")(x)
     else:

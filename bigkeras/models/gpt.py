@@ -12,6 +12,7 @@ from keras import layers, ops
 
 from bigkeras import checks
 from bigkeras.layers.decoder import PositionIds, TransformerDecoderBlock, cache_step_mask, position_ids
+from bigkeras.models.base import TransformerModel
 from bigkeras.registry import register_family
 
 PRESETS = {
@@ -48,20 +49,14 @@ PRESETS = {
 }
 
 
-def gpt(
-    *,
-    vocab_size: int,
-    sequence_length: int,
-    num_layers: int,
-    hidden_dim: int,
-    num_heads: int,
-    intermediate_dim: int,
-    dropout: float = 0.0,
-    activation: str = "gelu",
-    layer_norm_epsilon: float = 1e-5,
-    name: str = "gpt",
-) -> keras.Model:
-    """A GPT-2 style causal language model.
+def gpt(**kwargs) -> GPT:
+    """Build a ``GPT`` causal language model from its keyword arguments; see that class."""
+    return GPT(**kwargs)
+
+
+@keras.saving.register_keras_serializable(package="bigkeras")
+class GPT(TransformerModel):
+    """A GPT-2 style causal language model, a functional model that exposes its parts.
 
     Radford et al., 2019, "Language Models are Unsupervised Multitask Learners".
 
@@ -73,56 +68,92 @@ def gpt(
         num_heads: int, the attention heads per block.
         intermediate_dim: int, the feed-forward width.
         dropout: float in [0, 1), after the embeddings and inside each block. Default 0.
-        activation: str, the feed-forward activation. Default ``"gelu"``.
+        activation: str, the feed-forward activation: ``"gelu"`` (exact) or
+            ``"gelu_approximate"`` (tanh, GPT-2's own). Default ``"gelu"``.
         layer_norm_epsilon: float. Default 1e-5.
         name: str, the model name and layer-name prefix.
 
-    Returns:
-        A functional ``keras.Model`` with int inputs ``token_ids`` and ``padding_mask``, both
-        ``(batch, seq)``, and float32 ``logits`` ``(batch, seq, vocab_size)``: position ``i``
-        predicts token ``i + 1``. Positions skip padding, so prompts may be left-padded.
+    Inputs and outputs: int inputs ``token_ids`` and ``padding_mask``, both ``(batch, seq)``,
+    and float32 ``logits`` ``(batch, seq, vocab_size)``: position ``i`` predicts token
+    ``i + 1``. Positions skip padding, so prompts may be left-padded.
+
+    Parts (attributes): ``token_embedding`` (a ``ReversibleEmbedding``, tied to the output
+    projection), ``position_embedding``, ``blocks`` (the ``TransformerDecoderBlock`` list,
+    each with ``self_attention`` (``qkv``, ``output_dense``), ``self_attention_norm``,
+    ``ffn_intermediate``, ``ffn_output``, ``ffn_norm``) and ``final_norm``.
 
     Example:
         >>> model = gpt(**PRESETS["tiny"])
         >>> model({"token_ids": ids, "padding_mask": ids != 0}).shape  # (batch, seq, 64)
     """
-    checks.positive_int("vocab_size", vocab_size)
-    checks.positive_int("sequence_length", sequence_length)
-    checks.positive_int("num_layers", num_layers)
-    checks.positive_int("intermediate_dim", intermediate_dim)
-    checks.fraction("dropout", dropout)
 
-    token_ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
-    padding_mask = keras.Input(shape=(None,), dtype="int32", name="padding_mask")
-
-    token_embedding = layers.ReversibleEmbedding(
-        vocab_size, hidden_dim, embeddings_initializer=_init(), name=f"{name}_token_embedding"
-    )
-    positions = PositionIds(name=f"{name}_position_ids")(padding_mask)
-    x = layers.Add(name=f"{name}_embeddings_add")(
-        [
-            token_embedding(token_ids),
-            layers.Embedding(
-                sequence_length, hidden_dim, embeddings_initializer=_init(), name=f"{name}_position_embedding"
-            )(positions),
-        ]
-    )  # (batch, seq, hidden)
-    x = layers.Dropout(dropout, name=f"{name}_embeddings_dropout")(x)
-    for i in range(num_layers):
-        x = TransformerDecoderBlock(
-            hidden_dim=hidden_dim,
-            num_heads=num_heads,
-            intermediate_dim=intermediate_dim,
-            dropout=dropout,
-            activation=activation,
+    def __init__(
+        self,
+        *,
+        vocab_size: int,
+        sequence_length: int,
+        num_layers: int,
+        hidden_dim: int,
+        num_heads: int,
+        intermediate_dim: int,
+        dropout: float = 0.0,
+        activation: str = "gelu",
+        layer_norm_epsilon: float = 1e-5,
+        name: str = "gpt",
+        **kwargs,
+    ):
+        checks.positive_int("vocab_size", vocab_size)
+        checks.positive_int("sequence_length", sequence_length)
+        checks.positive_int("num_layers", num_layers)
+        checks.positive_int("intermediate_dim", intermediate_dim)
+        checks.fraction("dropout", dropout)
+        arguments = dict(
+            vocab_size=vocab_size, sequence_length=sequence_length, num_layers=num_layers, hidden_dim=hidden_dim,
+            num_heads=num_heads, intermediate_dim=intermediate_dim, dropout=dropout, activation=activation,
             layer_norm_epsilon=layer_norm_epsilon,
-            name=f"{name}_block{i}",
-        )(x, padding_mask=padding_mask)
-    x = layers.LayerNormalization(epsilon=layer_norm_epsilon, name=f"{name}_final_norm")(x)
-    logits = token_embedding(x, reverse=True)  # (batch, seq, vocab), tied weights
-    # float32 logits even under a mixed-precision policy.
-    logits = layers.Activation("linear", dtype="float32", name="logits")(logits)
-    return keras.Model({"token_ids": token_ids, "padding_mask": padding_mask}, logits, name=name)
+        )
+
+        token_ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
+        padding_mask = keras.Input(shape=(None,), dtype="int32", name="padding_mask")
+
+        token_embedding = layers.ReversibleEmbedding(
+            vocab_size, hidden_dim, embeddings_initializer=_init(), name=f"{name}_token_embedding"
+        )
+        position_embedding = layers.Embedding(
+            sequence_length, hidden_dim, embeddings_initializer=_init(), name=f"{name}_position_embedding"
+        )
+        positions = PositionIds(name=f"{name}_position_ids")(padding_mask)
+        x = layers.Add(name=f"{name}_embeddings_add")([token_embedding(token_ids), position_embedding(positions)])
+        x = layers.Dropout(dropout, name=f"{name}_embeddings_dropout")(x)  # (batch, seq, hidden)
+        blocks = [
+            TransformerDecoderBlock(
+                hidden_dim=hidden_dim,
+                num_heads=num_heads,
+                intermediate_dim=intermediate_dim,
+                dropout=dropout,
+                activation=activation,
+                layer_norm_epsilon=layer_norm_epsilon,
+                name=f"{name}_block{i}",
+            )
+            for i in range(num_layers)
+        ]
+        for block in blocks:
+            x = block(x, padding_mask=padding_mask)
+        final_norm = layers.LayerNormalization(epsilon=layer_norm_epsilon, name=f"{name}_final_norm")
+        logits = token_embedding(final_norm(x), reverse=True)  # (batch, seq, vocab), tied weights
+        # float32 logits even under a mixed-precision policy.
+        logits = layers.Activation("linear", dtype="float32", name="logits")(logits)
+        super().__init__(
+            {"token_ids": token_ids, "padding_mask": padding_mask},
+            logits,
+            arguments=arguments,
+            parts=dict(
+                token_embedding=token_embedding, position_embedding=position_embedding, blocks=blocks,
+                final_norm=final_norm,
+            ),
+            name=name,
+            **kwargs,
+        )
 
 
 class CachedGPT:
@@ -133,12 +164,13 @@ class CachedGPT:
     beam search can expand and reorder it.
     """
 
-    def __init__(self, model: keras.Model):
-        prefix = model.name
-        self.token_embedding = model.get_layer(f"{prefix}_token_embedding")
-        self.position_embedding = model.get_layer(f"{prefix}_position_embedding")
-        self.final_norm = model.get_layer(f"{prefix}_final_norm")
-        self.blocks = [layer for layer in model.layers if isinstance(layer, TransformerDecoderBlock)]
+    def __init__(self, model: GPT):
+        if not isinstance(model, GPT):
+            raise TypeError(f"CachedGPT needs a bigkeras `GPT` model (from `gpt(...)`), got {type(model).__name__}.")
+        self.token_embedding = model.token_embedding
+        self.position_embedding = model.position_embedding
+        self.final_norm = model.final_norm
+        self.blocks = list(model.blocks)
 
     def _embed(self, token_ids, positions):
         return self.token_embedding(token_ids) + self.position_embedding(positions)

@@ -72,6 +72,7 @@ def inception_v3(
     grid8_modules: int = 2,
     depth_multiplier: float = 1.0,
     min_depth: int = 16,
+    include_top: bool = True,
     name: str = "inception_v3",
 ) -> keras.Model:
     """Inception-v3: a conv stem, 11 mixed modules, global average pooling and ``logits``.
@@ -85,7 +86,8 @@ def inception_v3(
     Args:
         input_shape: tuple ``(height, width, channels)``, height and width at least 75 (or
             ``None``). Default ``(299, 299, 3)``.
-        num_classes: int, width of the ``logits`` output. Default 1000.
+        num_classes: int, width of the ``logits`` output; ignored without the top.
+            Default 1000.
         grid35_pool_filters: sequence of int, one 35x35 module per entry, the filters of its
             pooled branch. Default ``(32, 64, 64)``.
         grid17_widths: sequence of int, one 17x17 module per entry, the filters inside its
@@ -93,17 +95,23 @@ def inception_v3(
         grid8_modules: int, the number of 8x8 modules. Default 2.
         depth_multiplier: float > 0, scales the filters of every conv. Default 1.
         min_depth: int, the fewest filters a conv keeps when ``depth_multiplier < 1``. Default 16.
+        include_top: bool, end in pooling and ``logits``; without it the model returns the
+            last module's feature map, as keras.applications' ``include_top=False`` does.
+            Default True.
         name: str, the model name and layer-name prefix.
 
     Returns:
         A functional ``keras.Model`` mapping ``images`` ``(batch, *input_shape)`` to
-        ``logits`` ``(batch, num_classes)``.
+        ``logits`` ``(batch, num_classes)``, or to features ``(batch, h, w, 2048)`` without
+        the top.
 
     Example:
         >>> model = inception_v3(input_shape=(299, 299, 3), num_classes=1000)  # 23,851,784 params
     """
     input_shape = checks.shape("input_shape", input_shape, rank=3, channels=True)
-    checks.positive_int("num_classes", num_classes)
+    checks.one_of("include_top", include_top, (True, False))
+    if include_top:
+        checks.positive_int("num_classes", num_classes)
     checks.positive_number("depth_multiplier", depth_multiplier)
     checks.positive_int("min_depth", min_depth)
     grid35_pool_filters = checks.positive_ints("grid35_pool_filters", grid35_pool_filters)
@@ -135,6 +143,8 @@ def inception_v3(
     for _ in range(grid8_modules):  # (8, 8, 2048)
         x = _module_e(x, d, name=f"{name}_mixed{next(index)}")
 
+    if not include_top:  # (batch, h, w, 2048)
+        return keras.Model(inputs, x, name=name)
     x = layers.GlobalAveragePooling2D(name=f"{name}_avg_pool")(x)  # (batch, 2048)
     logits = layers.Dense(num_classes, dtype="float32", name="logits")(x)  # float32 under mixed precision
     return keras.Model(inputs, logits, name=name)

@@ -59,6 +59,7 @@ def resnet(
     preact: bool = False,
     stem: str = "imagenet",
     use_bias: bool = False,
+    include_top: bool = True,
     name: str = "resnet",
 ) -> keras.Model:
     """A ResNet: a stem, stages of residual blocks, global average pooling and ``logits``.
@@ -73,7 +74,7 @@ def resnet(
 
     Args:
         input_shape: tuple ``(height, width, channels)``; height and width may be ``None``.
-        num_classes: int, width of the ``logits`` output.
+        num_classes: int, width of the ``logits`` output; ignored without the top.
         block: ``"basic"`` (two 3x3 convs) or ``"bottleneck"`` (1x1, 3x3, 1x1). Default
             ``"bottleneck"``.
         stage_blocks: sequence of int, blocks per stage. Default ``(3, 4, 6, 3)`` (ResNet-50).
@@ -84,18 +85,24 @@ def resnet(
         use_bias: bool, biases in the convs that feed a batch norm (redundant with its beta;
             keras.applications' v1 has them). Convs not followed by BN always have a bias.
             Default False.
+        include_top: bool, end in pooling and ``logits``; without it the model returns the
+            last feature map (after v2's final BN-ReLU), as keras.applications'
+            ``include_top=False`` does. Default True.
         name: str, the model name and layer-name prefix.
 
     Returns:
         A functional ``keras.Model`` mapping ``images`` ``(batch, *input_shape)`` to
-        ``logits`` ``(batch, num_classes)``.
+        ``logits`` ``(batch, num_classes)``, or to features ``(batch, h, w, channels)``
+        without the top.
 
     Example:
         >>> model = resnet(input_shape=(32, 32, 3), num_classes=10, block="basic",
         ...                stage_blocks=(3, 3, 3), width=16, stem="cifar")  # ResNet-20
     """
     input_shape = checks.shape("input_shape", input_shape, rank=3, channels=True)
-    checks.positive_int("num_classes", num_classes)
+    checks.one_of("include_top", include_top, (True, False))
+    if include_top:
+        checks.positive_int("num_classes", num_classes)
     checks.one_of("block", block, tuple(_EXPANSION))
     stage_blocks = checks.positive_ints("stage_blocks", stage_blocks)
     checks.positive_int("width", width)
@@ -123,6 +130,8 @@ def resnet(
     if preact:  # v2 blocks end on an addition: normalise once before pooling.
         x = layers.BatchNormalization(epsilon=_BN_EPSILON, name=f"{name}_post_bn")(x)
         x = layers.Activation("relu", name=f"{name}_post_relu")(x)
+    if not include_top:  # (batch, h, w, channels)
+        return keras.Model(inputs, x, name=name)
     x = layers.GlobalAveragePooling2D(name=f"{name}_avg_pool")(x)  # (batch, channels)
     logits = layers.Dense(num_classes, dtype="float32", name="logits")(x)  # float32 under mixed precision
     return keras.Model(inputs, logits, name=name)

@@ -23,6 +23,7 @@ from bigkeras.layers.decoder import (
     position_ids,
 )
 from bigkeras.layers.transformer import TransformerEncoderBlock
+from bigkeras.models.base import TransformerModel
 from bigkeras.registry import register_family
 
 PRESETS = {
@@ -50,22 +51,14 @@ PRESETS = {
 }
 
 
-def seq2seq(
-    *,
-    vocab_size: int,
-    target_vocab_size: int | None = None,
-    num_encoder_layers: int,
-    num_decoder_layers: int,
-    hidden_dim: int,
-    num_heads: int,
-    intermediate_dim: int,
-    dropout: float = 0.0,
-    activation: str = "relu",
-    norm_first: bool = True,
-    layer_norm_epsilon: float = 1e-5,
-    name: str = "seq2seq",
-) -> keras.Model:
-    """An encoder-decoder Transformer, for teacher-forced training.
+def seq2seq(**kwargs) -> Seq2Seq:
+    """Build a ``Seq2Seq`` encoder-decoder from its keyword arguments; see that class."""
+    return Seq2Seq(**kwargs)
+
+
+@keras.saving.register_keras_serializable(package="bigkeras")
+class Seq2Seq(TransformerModel):
+    """An encoder-decoder Transformer for teacher-forced training, with exposed parts.
 
     Vaswani et al., 2017, "Attention Is All You Need" (https://arxiv.org/abs/1706.03762).
     Embeddings are scaled by ``sqrt(hidden_dim)`` and summed with sinusoidal encodings of
@@ -88,75 +81,130 @@ def seq2seq(
         layer_norm_epsilon: float. Default 1e-5.
         name: str, the model name and layer-name prefix.
 
-    Returns:
-        A functional ``keras.Model`` with int inputs ``encoder_token_ids`` and
+    Inputs and outputs: int inputs ``encoder_token_ids`` and
         ``encoder_padding_mask`` ``(batch, src)``, ``decoder_token_ids`` (the target shifted
         right, starting with a start token) and ``decoder_padding_mask`` ``(batch, tgt)``, and
         float32 ``logits`` ``(batch, tgt, target vocab)``: position ``i`` predicts target
         token ``i``.
 
+    Parts (attributes): ``source_embedding`` and ``target_embedding`` (one
+    ``ReversibleEmbedding`` when the vocabulary is shared; the target's is tied to the output
+    projection), ``embedding_scale``, ``position_encoding``, ``encoder_blocks``,
+    ``decoder_blocks`` (each with ``self_attention``, ``cross_attention_layer`` and the
+    feed-forward layers), ``encoder_norm`` and ``decoder_norm`` (None for post-norm models).
+
     Example:
         >>> model = seq2seq(**PRESETS["tiny"])
     """
-    checks.positive_int("vocab_size", vocab_size)
-    if target_vocab_size is not None:
-        checks.positive_int("target_vocab_size", target_vocab_size)
-    checks.positive_int("num_encoder_layers", num_encoder_layers)
-    checks.positive_int("num_decoder_layers", num_decoder_layers)
-    checks.fraction("dropout", dropout)
 
-    encoder_ids = keras.Input(shape=(None,), dtype="int32", name="encoder_token_ids")
-    encoder_mask = keras.Input(shape=(None,), dtype="int32", name="encoder_padding_mask")
-    decoder_ids = keras.Input(shape=(None,), dtype="int32", name="decoder_token_ids")
-    decoder_mask = keras.Input(shape=(None,), dtype="int32", name="decoder_padding_mask")
-
-    def embedding(vocab, prefix):
-        return layers.ReversibleEmbedding(
-            vocab, hidden_dim, embeddings_initializer=keras.initializers.RandomNormal(stddev=hidden_dim**-0.5),
-            name=f"{prefix}_token_embedding",
+    def __init__(
+        self,
+        *,
+        vocab_size: int,
+        target_vocab_size: int | None = None,
+        num_encoder_layers: int,
+        num_decoder_layers: int,
+        hidden_dim: int,
+        num_heads: int,
+        intermediate_dim: int,
+        dropout: float = 0.0,
+        activation: str = "relu",
+        norm_first: bool = True,
+        layer_norm_epsilon: float = 1e-5,
+        name: str = "seq2seq",
+        **kwargs,
+    ):
+        arguments = dict(
+            vocab_size=vocab_size,
+            target_vocab_size=target_vocab_size,
+            num_encoder_layers=num_encoder_layers,
+            num_decoder_layers=num_decoder_layers,
+            hidden_dim=hidden_dim,
+            num_heads=num_heads,
+            intermediate_dim=intermediate_dim,
+            dropout=dropout,
+            activation=activation,
+            norm_first=norm_first,
+            layer_norm_epsilon=layer_norm_epsilon,
         )
+        checks.positive_int("vocab_size", vocab_size)
+        if target_vocab_size is not None:
+            checks.positive_int("target_vocab_size", target_vocab_size)
+        checks.positive_int("num_encoder_layers", num_encoder_layers)
+        checks.positive_int("num_decoder_layers", num_decoder_layers)
+        checks.fraction("dropout", dropout)
 
-    source_embedding = embedding(vocab_size, f"{name}_encoder" if target_vocab_size else name)
-    target_embedding = embedding(target_vocab_size, f"{name}_decoder") if target_vocab_size else source_embedding
-    positions = SinusoidalPositionEncoding(hidden_dim=hidden_dim, name=f"{name}_position_encoding")
-    scale = layers.Rescaling(math.sqrt(hidden_dim), name=f"{name}_embedding_scale")
-    block_args = {
-        "hidden_dim": hidden_dim, "num_heads": num_heads, "intermediate_dim": intermediate_dim,
-        "dropout": dropout, "activation": activation, "norm_first": norm_first,
-        "layer_norm_epsilon": layer_norm_epsilon,
-    }
+        encoder_ids = keras.Input(shape=(None,), dtype="int32", name="encoder_token_ids")
+        encoder_mask = keras.Input(shape=(None,), dtype="int32", name="encoder_padding_mask")
+        decoder_ids = keras.Input(shape=(None,), dtype="int32", name="decoder_token_ids")
+        decoder_mask = keras.Input(shape=(None,), dtype="int32", name="decoder_padding_mask")
 
-    # Encoder: (batch, src) -> (batch, src, hidden).
-    x = scale(source_embedding(encoder_ids))
-    x = layers.Add(name=f"{name}_encoder_embeddings_add")(
-        [x, positions(PositionIds(name=f"{name}_encoder_position_ids")(encoder_mask))]
-    )
-    x = layers.Dropout(dropout, name=f"{name}_encoder_embeddings_dropout")(x)
-    for i in range(num_encoder_layers):
-        x = TransformerEncoderBlock(**block_args, name=f"{name}_encoder_block{i}")(x, padding_mask=encoder_mask)
-    if norm_first:
-        x = layers.LayerNormalization(epsilon=layer_norm_epsilon, name=f"{name}_encoder_final_norm")(x)
-    encoder_outputs = x
+        def embedding(vocab, prefix):
+            return layers.ReversibleEmbedding(
+                vocab, hidden_dim, embeddings_initializer=keras.initializers.RandomNormal(stddev=hidden_dim**-0.5),
+                name=f"{prefix}_token_embedding",
+            )
 
-    # Decoder: (batch, tgt) -> (batch, tgt, hidden), attending to the encoder outputs.
-    y = scale(target_embedding(decoder_ids))
-    y = layers.Add(name=f"{name}_decoder_embeddings_add")(
-        [y, positions(PositionIds(name=f"{name}_decoder_position_ids")(decoder_mask))]
-    )
-    y = layers.Dropout(dropout, name=f"{name}_decoder_embeddings_dropout")(y)
-    for i in range(num_decoder_layers):
-        y = TransformerDecoderBlock(**block_args, cross_attention=True, name=f"{name}_decoder_block{i}")(
-            y, padding_mask=decoder_mask, context=encoder_outputs, context_mask=encoder_mask
+        source_embedding = embedding(vocab_size, f"{name}_encoder" if target_vocab_size else name)
+        target_embedding = embedding(target_vocab_size, f"{name}_decoder") if target_vocab_size else source_embedding
+        positions = SinusoidalPositionEncoding(hidden_dim=hidden_dim, name=f"{name}_position_encoding")
+        scale = layers.Rescaling(math.sqrt(hidden_dim), name=f"{name}_embedding_scale")
+        def final_norm(layer_name):  # pre-norm stacks end with a norm; post-norm ones have none
+            return layers.LayerNormalization(epsilon=layer_norm_epsilon, name=layer_name) if norm_first else None
+
+        block_args = {
+            "hidden_dim": hidden_dim, "num_heads": num_heads, "intermediate_dim": intermediate_dim,
+            "dropout": dropout, "activation": activation, "norm_first": norm_first,
+            "layer_norm_epsilon": layer_norm_epsilon,
+        }
+
+        # Encoder: (batch, src) -> (batch, src, hidden).
+        x = scale(source_embedding(encoder_ids))
+        x = layers.Add(name=f"{name}_encoder_embeddings_add")(
+            [x, positions(PositionIds(name=f"{name}_encoder_position_ids")(encoder_mask))]
         )
-    if norm_first:
-        y = layers.LayerNormalization(epsilon=layer_norm_epsilon, name=f"{name}_decoder_final_norm")(y)
-    logits = target_embedding(y, reverse=True)  # (batch, tgt, target vocab)
-    logits = layers.Activation("linear", dtype="float32", name="logits")(logits)
-    inputs = {
-        "encoder_token_ids": encoder_ids, "encoder_padding_mask": encoder_mask,
-        "decoder_token_ids": decoder_ids, "decoder_padding_mask": decoder_mask,
-    }
-    return keras.Model(inputs, logits, name=name)
+        x = layers.Dropout(dropout, name=f"{name}_encoder_embeddings_dropout")(x)
+        encoder_blocks = [
+            TransformerEncoderBlock(**block_args, name=f"{name}_encoder_block{i}") for i in range(num_encoder_layers)
+        ]
+        for block in encoder_blocks:
+            x = block(x, padding_mask=encoder_mask)
+        encoder_norm = final_norm(f"{name}_encoder_final_norm")
+        encoder_outputs = x if encoder_norm is None else encoder_norm(x)
+
+        # Decoder: (batch, tgt) -> (batch, tgt, hidden), attending to the encoder outputs.
+        y = scale(target_embedding(decoder_ids))
+        y = layers.Add(name=f"{name}_decoder_embeddings_add")(
+            [y, positions(PositionIds(name=f"{name}_decoder_position_ids")(decoder_mask))]
+        )
+        y = layers.Dropout(dropout, name=f"{name}_decoder_embeddings_dropout")(y)
+        decoder_blocks = [
+            TransformerDecoderBlock(**block_args, cross_attention=True, name=f"{name}_decoder_block{i}")
+            for i in range(num_decoder_layers)
+        ]
+        for block in decoder_blocks:
+            y = block(y, padding_mask=decoder_mask, context=encoder_outputs, context_mask=encoder_mask)
+        decoder_norm = final_norm(f"{name}_decoder_final_norm")
+        if decoder_norm is not None:
+            y = decoder_norm(y)
+        logits = target_embedding(y, reverse=True)  # (batch, tgt, target vocab)
+        logits = layers.Activation("linear", dtype="float32", name="logits")(logits)
+        inputs = {
+            "encoder_token_ids": encoder_ids, "encoder_padding_mask": encoder_mask,
+            "decoder_token_ids": decoder_ids, "decoder_padding_mask": decoder_mask,
+        }
+        super().__init__(
+            inputs,
+            logits,
+            arguments=arguments,
+            parts=dict(
+                source_embedding=source_embedding, target_embedding=target_embedding, embedding_scale=scale,
+                position_encoding=positions, encoder_blocks=encoder_blocks, decoder_blocks=decoder_blocks,
+                encoder_norm=encoder_norm, decoder_norm=decoder_norm,
+            ),
+            name=name,
+            **kwargs,
+        )
 
 
 class CachedSeq2Seq:
@@ -167,19 +215,15 @@ class CachedSeq2Seq:
     search expands and reorders it).
     """
 
-    def __init__(self, model: keras.Model):
-        prefix = model.name
-        get = model.get_layer
-        self.scale = get(f"{prefix}_embedding_scale")
-        self.positions = get(f"{prefix}_position_encoding")
-        names = {layer.name for layer in model.layers}
-        shared = f"{prefix}_token_embedding" in names
-        self.source_embedding = get(f"{prefix}_token_embedding" if shared else f"{prefix}_encoder_token_embedding")
-        self.target_embedding = get(f"{prefix}_token_embedding" if shared else f"{prefix}_decoder_token_embedding")
-        self.encoder_blocks = [l for l in model.layers if isinstance(l, TransformerEncoderBlock)]  # noqa: E741
-        self.decoder_blocks = [l for l in model.layers if isinstance(l, TransformerDecoderBlock)]  # noqa: E741
-        self.encoder_norm = get(f"{prefix}_encoder_final_norm") if f"{prefix}_encoder_final_norm" in names else None
-        self.decoder_norm = get(f"{prefix}_decoder_final_norm") if f"{prefix}_decoder_final_norm" in names else None
+    def __init__(self, model: Seq2Seq):
+        if not isinstance(model, Seq2Seq):
+            raise TypeError(
+                f"CachedSeq2Seq needs a bigkeras `Seq2Seq` model (from `seq2seq(...)`), got {type(model).__name__}."
+            )
+        self.scale, self.positions = model.embedding_scale, model.position_encoding
+        self.source_embedding, self.target_embedding = model.source_embedding, model.target_embedding
+        self.encoder_blocks, self.decoder_blocks = list(model.encoder_blocks), list(model.decoder_blocks)
+        self.encoder_norm, self.decoder_norm = model.encoder_norm, model.decoder_norm
 
     def init_cache(self, encoder_ids, encoder_mask, max_length):
         """Encode the source; return the decoder cache for ``max_length`` target positions."""

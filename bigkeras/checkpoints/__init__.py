@@ -1,0 +1,1 @@
+"""Published checkpoints into bigkeras builders: one module per source format."""
