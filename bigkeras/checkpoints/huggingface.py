@@ -1,0 +1,299 @@
+"""Hugging Face checkpoint directories (``config.json`` + ``model.safetensors``): BERT and GPT-2.
+
+Each architecture has one table (``bert_table``, ``gpt2_table``) from Hugging Face tensor
+names to the variables of a bigkeras model, built from the model's exposed parts. Loading
+and saving both read it, so bigkeras -> Hugging Face -> bigkeras is exact.
+
+- BERT: ``BertModel``, ``BertForMaskedLM``, ``BertForSequenceClassification`` and
+  ``BertForPreTraining`` bodies -> ``BertBackbone`` (their heads are not loaded).
+- GPT-2: ``GPT2Model``, ``GPT2LMHeadModel`` -> ``GPT`` with its tied output projection.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+import numpy as np
+
+from bigkeras.checkpoints.mapping import CheckpointError, Tensor, assign, export
+
+CONFIG, WEIGHTS = "config.json", "model.safetensors"
+# Hugging Face activation name -> bigkeras activation, and back.
+ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_approximate", "gelu_pytorch_tanh": "gelu_approximate", "relu": "relu"}
+HF_ACTIVATIONS = {"gelu": "gelu", "gelu_approximate": "gelu_new", "relu": "relu"}
+# What a Hugging Face config field becomes in a bigkeras builder's arguments.
+BERT_FIELDS = {
+    "vocab_size": "vocab_size", "num_hidden_layers": "num_layers", "hidden_size": "hidden_dim",
+    "num_attention_heads": "num_heads", "intermediate_size": "intermediate_dim",
+    "max_position_embeddings": "sequence_length", "type_vocab_size": "num_segments",
+}
+GPT2_FIELDS = {
+    "vocab_size": "vocab_size", "n_layer": "num_layers", "n_embd": "hidden_dim", "n_head": "num_heads",
+    "n_positions": "sequence_length",
+}
+# Tensors of the task heads around a BERT body, and non-weight buffers: present, not loaded.
+BERT_HEADS = ("cls.", "classifier.", "qa_outputs.")
+BUFFERS = ("embeddings.position_ids", ".attn.bias", ".attn.masked_bias")
+
+
+# Files
+# ---------------------------------------------------------------------------------------
+def read_config(directory: pathlib.Path) -> dict:
+    """``config.json`` of a checkpoint directory; a missing or broken one names the file."""
+    path = directory / CONFIG
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{directory} has no {CONFIG}: not a Hugging Face checkpoint directory.") from None
+    except json.JSONDecodeError as error:
+        raise CheckpointError(f"{path} is not valid JSON: {error}.") from None
+
+
+def read_safetensors(path: pathlib.Path) -> dict[str, np.ndarray]:
+    """Every tensor of a ``.safetensors`` file as NumPy; a corrupt file names the file."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    if not path.is_file():
+        raise CheckpointError(f"{path} does not exist: a Hugging Face directory needs its {WEIGHTS}.")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as error:
+        raise CheckpointError(f"{path} is not a readable safetensors file: {error}.") from None
+
+
+def write_safetensors(path: pathlib.Path, tensors: dict[str, np.ndarray]) -> None:
+    from safetensors.numpy import save_file
+
+    save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(path), metadata={"format": "pt"})
+
+
+# Configs
+# ---------------------------------------------------------------------------------------
+def _activation(config: dict, field: str, source) -> str:
+    name = config.get(field, "gelu")
+    if name not in ACTIVATIONS:
+        raise CheckpointError(
+            f"{source}: activation {field}={name!r} is not supported; supported: {', '.join(ACTIVATIONS)}."
+        )
+    return ACTIVATIONS[name]
+
+
+def bert_arguments(config: dict, source) -> dict:
+    """``BertBackbone`` arguments from a Hugging Face ``BertConfig`` dict."""
+    if config.get("position_embedding_type", "absolute") != "absolute":
+        raise CheckpointError(
+            f"{source}: position_embedding_type={config['position_embedding_type']!r} is not supported; "
+            "supported: 'absolute'."
+        )
+    arguments = {ours: config[theirs] for theirs, ours in BERT_FIELDS.items()}
+    return {
+        **arguments,
+        "dropout": float(config.get("hidden_dropout_prob", 0.1)),
+        "activation": _activation(config, "hidden_act", source),
+        "layer_norm_epsilon": float(config.get("layer_norm_eps", 1e-12)),
+    }
+
+
+def gpt2_arguments(config: dict, source) -> dict:
+    """``GPT`` arguments from a Hugging Face ``GPT2Config`` dict."""
+    for flag in ("scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn", "add_cross_attention"):
+        if config.get(flag):
+            raise CheckpointError(f"{source}: {flag}=true is not supported by bigkeras' GPT.")
+    if config.get("scale_attn_weights", True) is False:
+        raise CheckpointError(f"{source}: scale_attn_weights=false is not supported by bigkeras' GPT.")
+    arguments = {ours: config[theirs] for theirs, ours in GPT2_FIELDS.items()}
+    return {
+        **arguments,
+        "intermediate_dim": config.get("n_inner") or 4 * config["n_embd"],
+        "dropout": float(config.get("resid_pdrop", 0.1)),
+        "activation": _activation(config, "activation_function", source),
+        "layer_norm_epsilon": float(config.get("layer_norm_epsilon", 1e-5)),
+    }
+
+
+def bert_config(backbone) -> dict:
+    """The Hugging Face ``BertConfig`` of a ``BertBackbone`` (a ``BertModel``)."""
+    a = backbone.arguments
+    return {
+        "architectures": ["BertModel"],
+        "model_type": "bert",
+        **{theirs: a[ours] for theirs, ours in BERT_FIELDS.items()},
+        "hidden_act": _hf_activation(a["activation"]),
+        "hidden_dropout_prob": a["dropout"],
+        "attention_probs_dropout_prob": a["dropout"],
+        "layer_norm_eps": a["layer_norm_epsilon"],
+        "initializer_range": 0.02,
+        "pad_token_id": 0,
+        "position_embedding_type": "absolute",
+    }
+
+
+def gpt2_config(model) -> dict:
+    """The Hugging Face ``GPT2Config`` of a ``GPT`` model (a ``GPT2LMHeadModel``)."""
+    a = model.arguments
+    last_id = min(50256, a["vocab_size"] - 1)  # GPT-2's <|endoftext|>, or the last id of a smaller vocabulary
+    return {
+        "architectures": ["GPT2LMHeadModel"],
+        "model_type": "gpt2",
+        **{theirs: a[ours] for theirs, ours in GPT2_FIELDS.items()},
+        "n_inner": a["intermediate_dim"],
+        "activation_function": _hf_activation(a["activation"]),
+        "resid_pdrop": a["dropout"],
+        "embd_pdrop": a["dropout"],
+        "attn_pdrop": a["dropout"],
+        "layer_norm_epsilon": a["layer_norm_epsilon"],
+        "initializer_range": 0.02,
+        "bos_token_id": last_id,
+        "eos_token_id": last_id,
+        "tie_word_embeddings": True,
+    }
+
+
+def _hf_activation(name: str) -> str:
+    if name not in HF_ACTIVATIONS:
+        raise CheckpointError(
+            f"activation {name!r} has no Hugging Face name; save_hf writes {', '.join(HF_ACTIVATIONS)}."
+        )
+    return HF_ACTIVATIONS[name]
+
+
+# Tables: Hugging Face tensor name -> the variable of a bigkeras part
+# ---------------------------------------------------------------------------------------
+def _norm(key, norm):
+    return [Tensor(f"{key}.weight", norm.gamma), Tensor(f"{key}.bias", norm.beta)]
+
+
+def _dense(key, dense, split=1, linear=True):
+    """A PyTorch ``Linear`` (``linear=True``) or GPT-2 ``Conv1D`` (stored as Keras stores it)."""
+    kernel = Tensor.linear(f"{key}.weight", dense.kernel, split) if linear else Tensor(f"{key}.weight", dense.kernel)
+    return [kernel, Tensor.vector(f"{key}.bias", dense.bias)]
+
+
+def bert_table(backbone) -> list[Tensor]:
+    """The ``BertModel`` tensors of a ``BertBackbone``."""
+    table = [
+        Tensor("embeddings.word_embeddings.weight", backbone.token_embedding.embeddings),
+        Tensor("embeddings.position_embeddings.weight", backbone.position_embedding.position_embeddings),
+        Tensor("embeddings.token_type_embeddings.weight", backbone.segment_embedding.embeddings),
+        *_norm("embeddings.LayerNorm", backbone.embeddings_norm),
+    ]
+    for i, block in enumerate(backbone.blocks):
+        key, attention = f"encoder.layer.{i}", block.attention
+        table += [
+            *_dense(f"{key}.attention.self.query", attention.query_dense),
+            *_dense(f"{key}.attention.self.key", attention.key_dense),
+            *_dense(f"{key}.attention.self.value", attention.value_dense),
+            *_dense(f"{key}.attention.output.dense", attention.output_dense, split=2),
+            *_norm(f"{key}.attention.output.LayerNorm", block.attention_norm),
+            *_dense(f"{key}.intermediate.dense", block.ffn_intermediate),
+            *_dense(f"{key}.output.dense", block.ffn_output),
+            *_norm(f"{key}.output.LayerNorm", block.ffn_norm),
+        ]
+    return table + _dense("pooler.dense", backbone.pooler)
+
+
+def gpt2_table(model) -> list[Tensor]:
+    """The ``GPT2Model`` tensors of a ``GPT`` (the LM head is the tied token embedding)."""
+    table = [
+        Tensor("wte.weight", model.token_embedding.embeddings),
+        Tensor("wpe.weight", model.position_embedding.embeddings),
+    ]
+    for i, block in enumerate(model.blocks):
+        key = f"h.{i}"
+        table += [
+            *_norm(f"{key}.ln_1", block.self_attention_norm),
+            *_dense(f"{key}.attn.c_attn", block.self_attention.qkv, linear=False),
+            *_dense(f"{key}.attn.c_proj", block.self_attention.output_dense, linear=False),
+            *_norm(f"{key}.ln_2", block.ffn_norm),
+            *_dense(f"{key}.mlp.c_fc", block.ffn_intermediate, linear=False),
+            *_dense(f"{key}.mlp.c_proj", block.ffn_output, linear=False),
+        ]
+    return table + _norm("ln_f", model.final_norm)
+
+
+# Loading and saving
+# ---------------------------------------------------------------------------------------
+def model_type(directory: pathlib.Path) -> str:
+    """``"bert"`` or ``"gpt2"``; any other architecture is a clear error."""
+    config = read_config(directory)
+    kind = config.get("model_type")
+    if kind not in ("bert", "gpt2"):
+        raise CheckpointError(
+            f"{directory / CONFIG}: model_type {kind!r} (architectures {config.get('architectures')}) is not "
+            "supported; supported Hugging Face architectures: bert (BertModel, BertForMaskedLM, "
+            "BertForSequenceClassification) and gpt2 (GPT2Model, GPT2LMHeadModel)."
+        )
+    return kind
+
+
+def load(directory: pathlib.Path, build):
+    """Build the bigkeras model of a Hugging Face directory and load every weight.
+
+    Args:
+        directory: the checkpoint directory.
+        build: ``build(kind, arguments, source)`` -> the ``BertBackbone`` (kind ``"bert"``)
+            or ``GPT`` (``"gpt"``) for the checkpoint's arguments (``bigkeras.checkpoints``
+            merges and checks the user's overrides there).
+    """
+    kind = model_type(directory)
+    config = read_config(directory)
+    source = directory / WEIGHTS
+    tensors = read_safetensors(source)
+    if kind == "bert":
+        arguments = bert_arguments(config, directory / CONFIG)
+        model = build("bert", arguments, directory)
+        tensors, heads = _strip(tensors, "bert.", keep=BERT_HEADS)
+        # BertForMaskedLM has no pooler: it stays at its initial weights.
+        assign(bert_table(model), _legacy_norm_names(tensors), source=source, ignored=heads,
+               optional={"pooler.dense.weight", "pooler.dense.bias"})
+    else:
+        arguments = gpt2_arguments(config, directory / CONFIG)
+        model = build("gpt", arguments, directory)
+        tensors, _ = _strip(tensors, "transformer.", keep=())
+        if "lm_head.weight" in tensors and not np.array_equal(tensors.pop("lm_head.weight"), tensors.get("wte.weight")):
+            raise CheckpointError(f"{source}: 'lm_head.weight' differs from 'wte.weight'; bigkeras' GPT ties them.")
+        assign(gpt2_table(model), tensors, source=source, ignored=set())
+    return model
+
+
+def _strip(tensors: dict, prefix: str, keep) -> tuple[dict, set]:
+    """Remove a task model's ``prefix`` from body tensors and drop buffers; return (tensors, head keys)."""
+    body, heads = {}, set()
+    for key, value in tensors.items():
+        if key.endswith(BUFFERS) or key in BUFFERS:
+            continue
+        if key.startswith(keep):
+            heads.add(key)
+            body[key] = value
+            continue
+        body[key[len(prefix) :] if key.startswith(prefix) else key] = value
+    return body, heads
+
+
+def _legacy_norm_names(tensors: dict) -> dict:
+    # Checkpoints converted from the original TensorFlow BERT name norm weights gamma/beta.
+    renamed = {".gamma": ".weight", ".beta": ".bias"}
+    return {next((k[: -len(old)] + new for old, new in renamed.items() if "LayerNorm" in k and k.endswith(old)), k): v
+            for k, v in tensors.items()}
+
+
+def save(model, directory: pathlib.Path) -> None:
+    """Write ``config.json`` and ``model.safetensors`` of a ``BertBackbone`` or ``GPT``."""
+    from bigkeras.models.bert import BertBackbone
+    from bigkeras.models.gpt import GPT
+
+    if isinstance(model, BertBackbone):
+        config, tensors = bert_config(model), export(bert_table(model))
+    elif isinstance(model, GPT):
+        config = gpt2_config(model)
+        tensors = {f"transformer.{k}": v for k, v in export(gpt2_table(model)).items()}
+    else:
+        raise CheckpointError(
+            f"save_hf writes a bigkeras BertBackbone or GPT (or a model built on one), got {type(model).__name__} "
+            f"{model.name!r}."
+        )
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+    write_safetensors(directory / WEIGHTS, tensors)

@@ -1,0 +1,93 @@
+"""A checkpoint's own tokenizer as a keras-hub tokenizer, and tokenizer files written back.
+
+- WordPiece (BERT): ``vocab.txt``, with the lower-casing and accent stripping that the
+  checkpoint's ``tokenizer.json`` normaliser (or ``tokenizer_config.json``) sets.
+- Byte-level BPE (GPT-2): ``vocab.json`` + ``merges.txt``.
+- keras-hub preset directories: their own saved tokenizer.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+from bigkeras.checkpoints.mapping import CheckpointError
+
+BERT_SPECIAL_TOKENS = {"cls_token": "[CLS]", "sep_token": "[SEP]", "pad_token": "[PAD]", "mask_token": "[MASK]",
+                       "unk_token": "[UNK]"}  # fmt: skip
+GPT2_SPECIAL_TOKENS = {"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>"}
+
+
+def load_tokenizer(directory: pathlib.Path):
+    """The keras-hub tokenizer of a checkpoint directory.
+
+    Returns:
+        A ``keras_hub.models.BertTokenizer`` (``vocab.txt``), a ``GPT2Tokenizer``
+        (``vocab.json`` + ``merges.txt``) or a keras-hub preset's own tokenizer, with the
+        checkpoint's special tokens at the checkpoint's ids.
+    """
+    import keras_hub
+
+    if (directory / "vocab.txt").is_file():
+        lowercase, strip_accents = _wordpiece_normalisation(directory)
+        _check_special_tokens(directory / "vocab.txt", BERT_SPECIAL_TOKENS.values())
+        return keras_hub.models.BertTokenizer(
+            vocabulary=str(directory / "vocab.txt"), lowercase=lowercase, strip_accents=strip_accents
+        )
+    if (directory / "vocab.json").is_file() and (directory / "merges.txt").is_file():
+        return keras_hub.models.GPT2Tokenizer(
+            vocabulary=str(directory / "vocab.json"), merges=str(directory / "merges.txt")
+        )
+    if (directory / "tokenizer.json").is_file() and (directory / "assets").is_dir():
+        return keras_hub.models.Tokenizer.from_preset(str(directory))
+    raise CheckpointError(
+        f"{directory} has no tokenizer files bigkeras reads: vocab.txt (WordPiece), vocab.json + merges.txt "
+        "(GPT-2 byte-level BPE) or a keras-hub preset's tokenizer.json + assets/."
+    )
+
+
+def _wordpiece_normalisation(directory: pathlib.Path) -> tuple[bool, bool]:
+    """(lowercase, strip_accents) as the checkpoint's tokenizer normalises text."""
+    lowercase, strip_accents = True, None  # BertTokenizer's defaults
+    tokenizer_json, config = directory / "tokenizer.json", directory / "tokenizer_config.json"
+    if tokenizer_json.is_file():
+        normalizer = json.loads(tokenizer_json.read_text()).get("normalizer") or {}
+        if normalizer.get("type") != "BertNormalizer":
+            raise CheckpointError(
+                f"{tokenizer_json}: normalizer {normalizer.get('type')!r} is not supported; supported: BertNormalizer."
+            )
+        lowercase, strip_accents = normalizer.get("lowercase", True), normalizer.get("strip_accents")
+    elif config.is_file():
+        settings = json.loads(config.read_text())
+        lowercase, strip_accents = settings.get("do_lower_case", True), settings.get("strip_accents")
+    # Hugging Face: strip_accents None follows lowercase.
+    return bool(lowercase), bool(lowercase if strip_accents is None else strip_accents)
+
+
+def _check_special_tokens(vocab: pathlib.Path, tokens) -> None:
+    words = set(vocab.read_text(encoding="utf-8").split("\n"))
+    missing = [t for t in tokens if t not in words]
+    if missing:
+        raise CheckpointError(f"{vocab} lacks the special token(s) {missing} that a BERT tokenizer needs.")
+
+
+def save_tokenizer(tokenizer, directory: pathlib.Path, *, max_length: int) -> None:
+    """Write a keras-hub WordPiece or byte-pair tokenizer as Hugging Face tokenizer files."""
+    import keras_hub
+
+    if isinstance(tokenizer, keras_hub.tokenizers.WordPieceTokenizer):
+        (directory / "vocab.txt").write_text("\n".join(tokenizer.get_vocabulary()) + "\n", encoding="utf-8")
+        settings = {"tokenizer_class": "BertTokenizer", "do_lower_case": tokenizer.lowercase,
+                    "strip_accents": tokenizer.strip_accents, "model_max_length": max_length}  # fmt: skip
+        special = BERT_SPECIAL_TOKENS
+    elif isinstance(tokenizer, keras_hub.tokenizers.BytePairTokenizer):
+        (directory / "vocab.json").write_text(json.dumps(dict(tokenizer.vocabulary), ensure_ascii=False), encoding="utf-8")
+        merges = [m for m in tokenizer.merges if not m.lstrip().startswith("#version:")]
+        (directory / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
+        settings, special = {"tokenizer_class": "GPT2Tokenizer", "model_max_length": max_length}, GPT2_SPECIAL_TOKENS
+    else:
+        raise CheckpointError(
+            f"save_hf writes WordPiece or byte-pair keras-hub tokenizers, got {type(tokenizer).__name__}."
+        )
+    (directory / "tokenizer_config.json").write_text(json.dumps({**settings, **special}, indent=2) + "\n")
+    (directory / "special_tokens_map.json").write_text(json.dumps(special, indent=2) + "\n")
