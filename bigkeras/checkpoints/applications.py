@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import warnings
 
 import keras
 
@@ -92,11 +93,13 @@ def load_applications(
     model = registry.build(name, include_top=include_top, input_shape=input_shape, **overrides)
     reference = getattr(keras.applications, arch)(weights=None, include_top=include_top, input_shape=input_shape)
     try:
-        reference.load_weights(str(path))
+        with warnings.catch_warnings():  # on a mismatch Keras warns per group, then raises anyway
+            warnings.filterwarnings("ignore", "Skipping nested container", UserWarning)
+            reference.load_weights(str(path))
     except Exception as error:  # h5py's OSError, Keras' ValueError: same advice either way
         raise ValueError(
             f"Could not load {str(path)!r} as keras.applications.{arch}(include_top={include_top}) "
-            f"weights: {_first_line(error)}"
+            f"weights: {_first_lines(error)}"
         ) from error
 
     where = f"{str(path)!r} (keras.applications.{arch}) into bigkeras {name!r}"
@@ -165,11 +168,6 @@ def _post_order(outputs, parents):
 def _paired_weights(model, reference, where):
     """``[(variable of model, value from reference)]``; raise on the first disagreement."""
     ours, theirs = weighted_layers(model), weighted_layers(reference)
-    if len(ours) != len(theirs):
-        raise ValueError(
-            f"Cannot load {where}: the bigkeras model has {len(ours)} layers with weights, the "
-            f"checkpoint {len(theirs)}."
-        )
     pairs = []
     for i, (mine, other) in enumerate(zip(ours, theirs)):
         layer = f"weighted layer #{i}, bigkeras {mine.name!r} and checkpoint {other.name!r}"
@@ -188,6 +186,11 @@ def _paired_weights(model, reference, where):
                     f"the checkpoint's {value.path!r} {tuple(value.shape)} ({layer})."
                 )
             pairs.append((variable, keras.ops.convert_to_numpy(value)))
+    if len(ours) != len(theirs):  # checked last, so that a divergence is named where it starts
+        raise ValueError(
+            f"Cannot load {where}: the bigkeras model has {len(ours)} layers with weights, the "
+            f"checkpoint {len(theirs)}."
+        )
     return pairs
 
 
@@ -195,6 +198,8 @@ def _flat(tensors):
     return list(tensors) if isinstance(tensors, (list, tuple)) else [tensors]
 
 
-def _first_line(error: Exception) -> str:
-    text = str(error).strip().splitlines()
-    return text[0][:300] if text else type(error).__name__
+def _first_lines(error: Exception) -> str:
+    # Keras' own messages can go on to print whole variables: keep the first two lines.
+    text = str(error).split(" Target variable:")[0]  # what follows prints the whole variable
+    lines = [line.strip()[:300] for line in text.splitlines() if line.strip()]
+    return " ".join(lines[:2]) or type(error).__name__

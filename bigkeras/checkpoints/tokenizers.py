@@ -12,6 +12,7 @@ import json
 import pathlib
 
 from bigkeras.checkpoints.mapping import CheckpointError
+from bigkeras.layers.tokenizers import HuggingFaceBertTokenizer
 
 BERT_SPECIAL_TOKENS = {"cls_token": "[CLS]", "sep_token": "[SEP]", "pad_token": "[PAD]", "mask_token": "[MASK]",
                        "unk_token": "[UNK]"}  # fmt: skip
@@ -22,7 +23,8 @@ def load_tokenizer(directory: pathlib.Path):
     """The keras-hub tokenizer of a checkpoint directory.
 
     Returns:
-        A ``keras_hub.models.BertTokenizer`` (``vocab.txt``), a ``GPT2Tokenizer``
+        A ``keras_hub.models.BertTokenizer`` that normalises text as Hugging Face does
+        (``HuggingFaceBertTokenizer``, from ``vocab.txt``), a ``GPT2Tokenizer``
         (``vocab.json`` + ``merges.txt``) or a keras-hub preset's own tokenizer, with the
         checkpoint's special tokens at the checkpoint's ids.
     """
@@ -31,7 +33,7 @@ def load_tokenizer(directory: pathlib.Path):
     if (directory / "vocab.txt").is_file():
         lowercase, strip_accents = _wordpiece_normalisation(directory)
         _check_special_tokens(directory / "vocab.txt", BERT_SPECIAL_TOKENS.values())
-        return keras_hub.models.BertTokenizer(
+        return HuggingFaceBertTokenizer(
             vocabulary=str(directory / "vocab.txt"), lowercase=lowercase, strip_accents=strip_accents
         )
     if (directory / "vocab.json").is_file() and (directory / "merges.txt").is_file():
@@ -77,8 +79,10 @@ def save_tokenizer(tokenizer, directory: pathlib.Path, *, max_length: int) -> No
 
     if isinstance(tokenizer, keras_hub.tokenizers.WordPieceTokenizer):
         (directory / "vocab.txt").write_text("\n".join(tokenizer.get_vocabulary()) + "\n", encoding="utf-8")
-        settings = {"tokenizer_class": "BertTokenizer", "do_lower_case": tokenizer.lowercase,
-                    "strip_accents": tokenizer.strip_accents, "model_max_length": max_length}  # fmt: skip
+        lowercase = getattr(tokenizer, "text_lowercase", tokenizer.lowercase)
+        strip_accents = getattr(tokenizer, "text_strip_accents", tokenizer.strip_accents)
+        settings = {"tokenizer_class": "BertTokenizer", "do_lower_case": lowercase, "strip_accents": strip_accents,
+                    "model_max_length": max_length}  # fmt: skip
         special = BERT_SPECIAL_TOKENS
     elif isinstance(tokenizer, keras_hub.tokenizers.BytePairTokenizer):
         (directory / "vocab.json").write_text(json.dumps(dict(tokenizer.vocabulary), ensure_ascii=False), encoding="utf-8")

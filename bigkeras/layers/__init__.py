@@ -5,5 +5,6 @@ from bigkeras.layers.transformer import (
     TokenAndPositionEmbedding,
     TransformerEncoderBlock,
 )
+from bigkeras.layers.tokenizers import HuggingFaceBertTokenizer
 
-__all__ = ["MaskedMeanPooling", "TokenAndPositionEmbedding", "TransformerEncoderBlock"]
+__all__ = ["HuggingFaceBertTokenizer", "MaskedMeanPooling", "TokenAndPositionEmbedding", "TransformerEncoderBlock"]

@@ -487,3 +487,52 @@ def preprocessed_text_signatures(
         return classifier_outputs(model(features, training=False), class_names)
 
     return {SERVING_DEFAULT: Signature(serve, {"text": text_spec}, {"text": examples}, (model, preprocessor))}
+
+
+def embedding_signatures(
+    backbone: keras.Model,
+    preprocessor,
+    *,
+    pooling: str = "mean",
+    normalize: bool = True,
+    examples: Sequence[str] | None = None,
+) -> dict[str, Signature]:
+    """An ``embed`` signature for a sentence encoder: raw strings in, sentence vectors out.
+
+    The tokenizer and packing run inside the graph (a keras-hub preprocessor), then the
+    backbone, then the checkpoint's pooling: the mean of ``sequence_output`` over the real
+    tokens (or the ``[CLS]`` vector) and, with ``normalize``, L2 normalisation, as
+    sentence-transformers computes it. Cosine similarity of two outputs is then a dot product.
+
+    Args:
+        backbone: a ``BertBackbone`` (outputs ``sequence_output``).
+        preprocessor: a keras-hub preprocessor mapping a string tensor ``(batch,)`` to the
+            backbone's inputs (e.g. ``BertTextClassifierPreprocessor`` with the checkpoint's
+            ``sequence_length``; longer texts are truncated as the checkpoint's tokenizer does).
+        pooling: ``"mean"`` (default) or ``"cls"``.
+        normalize: bool, L2-normalise the vectors. Default True.
+        examples: optional sequence of str, real texts for warmup and parity.
+
+    Returns:
+        ``{"embed": Signature}``: input ``text`` string ``(batch,)``; output ``embedding``
+        float32 ``(batch, hidden)``.
+
+    Example:
+        >>> settings = checkpoints.sentence_embedding_settings("all-MiniLM-L6-v2")
+        >>> sigs = embedding_signatures(backbone, preprocessor, pooling=settings["pooling"])
+    """
+    from bigkeras.layers.transformer import MaskedMeanPooling
+
+    checks.one_of("pooling", pooling, ("mean", "cls"))
+    text_spec = tf.TensorSpec((None,), tf.string, "text")
+    examples = np.array(list(examples) if examples is not None else ["a fine example", "zzyzx"], dtype=object)
+    preprocessor(tf.constant(list(examples[:1])))  # builds the layer, so the export can track it
+    mean = MaskedMeanPooling(dtype="float32")
+
+    def embed(text):
+        features = preprocessor(tf.ensure_shape(text, text_spec.shape))
+        sequence = tf.cast(backbone(features, training=False)["sequence_output"], tf.float32)
+        vectors = mean(sequence, padding_mask=features["padding_mask"]) if pooling == "mean" else sequence[:, 0]
+        return {"embedding": tf.math.l2_normalize(vectors, axis=-1) if normalize else vectors}
+
+    return {"embed": Signature(embed, {"text": text_spec}, {"text": examples}, (backbone, preprocessor))}
