@@ -3,10 +3,10 @@
     bigkeras list 'resnet*'
     bigkeras train fashion_mnist_cnn --epochs 3        # runs recipes/fashion_mnist_cnn.py
     bigkeras export model.keras --name cnn             # or a registered name: bigkeras export cnn_tiny
-    bigkeras inspect saved_models/cnn/1
-    bigkeras verify saved_models/cnn/1
+    bigkeras inspect saved_models/cnn/1                # signatures and the TF Serving releases that load it
+    bigkeras verify saved_models/cnn/1 --tf-serving 2.19
     bigkeras predict --server http://localhost:8501 --model cnn --signature serving_bytes --image cat.jpg
-    bigkeras serving-command
+    bigkeras serving-command --batching
 """
 
 from __future__ import annotations
@@ -24,8 +24,18 @@ SERVING_IMAGE = "tensorflow/serving"
 
 
 def serving_command(base_dir: str | os.PathLike = "saved_models", *, rest_port: int = 8501, grpc_port: int = 8500,
-                    image: str = SERVING_IMAGE, poll_seconds: int = 60) -> str:
-    """The ``docker run`` line serving every model in ``<base_dir>/models.config``."""
+                    image: str = SERVING_IMAGE, poll_seconds: int = 60, batching_file: str | None = None) -> str:
+    """The ``docker run`` line serving every model in ``<base_dir>/models.config``.
+
+    Args:
+        base_dir: the export root, mounted read-only at ``/models``.
+        rest_port: int, the host port for REST. Default 8501.
+        grpc_port: int, the host port for gRPC. Default 8500.
+        image: str, the image, with its tag (``serving_image`` picks one).
+        poll_seconds: int, how often the server re-reads ``models.config``. Default 60.
+        batching_file: optional file name under ``base_dir`` with ``BatchingParameters``;
+            adds ``--enable_batching`` and ``--batching_parameters_file``.
+    """
     source = pathlib.Path(base_dir).resolve()
     args = [
         "docker", "run", "--rm", "-p", f"{rest_port}:8501", "-p", f"{grpc_port}:8500",
@@ -35,7 +45,59 @@ def serving_command(base_dir: str | os.PathLike = "saved_models", *, rest_port: 
         f"--model_config_file_poll_wait_seconds={poll_seconds}",
         "--enable_model_warmup=true",
     ]
+    if batching_file:
+        args += ["--enable_batching=true", f"--batching_parameters_file=/models/{batching_file}"]
     return shlex.join(args)
+
+
+def served_versions(base_dir: str | os.PathLike = "saved_models") -> dict[str, list[pathlib.Path]]:
+    """``{model: [version dirs]}`` that ``<base_dir>/models.config`` serves (every model found without one)."""
+    from bigkeras.serving.config import CONFIG_FILE, list_versions, model_server_config, read_model_config
+
+    base_dir = pathlib.Path(base_dir)
+    path = base_dir / CONFIG_FILE
+    config = read_model_config(path) if path.is_file() else model_server_config(base_dir)
+    served = {}
+    for entry in config.model_config_list.config:
+        model_dir = base_dir / entry.base_path.rstrip("/").split("/")[-1]
+        versions = list_versions(model_dir)
+        policy = entry.model_version_policy
+        if policy.HasField("specific"):
+            versions = [v for v in versions if v in set(policy.specific.versions)]
+        elif not policy.HasField("all"):  # latest (TF Serving's default: the newest one)
+            versions = versions[-(policy.latest.num_versions or 1):]
+        served[entry.name] = [model_dir / str(v) for v in versions]
+    return served
+
+
+def serving_image(base_dir: str | os.PathLike = "saved_models", *, image: str = SERVING_IMAGE,
+                  tf_serving: str | None = None) -> str:
+    """``image:tag`` for the newest TF Serving release that loads every served model version.
+
+    Each version's ops are checked against ``bigkeras.serving.compatibility`` (its stored report,
+    or its graph). ``tf_serving`` pins a release instead, and fails if it cannot load one of them.
+    An image that already has a tag is returned as it is; so is ``image`` when nothing is served.
+
+    Raises:
+        IncompatibleRelease: no release loads every model, or ``tf_serving`` cannot load one
+            (the message names the model, the version and the ops).
+    """
+    from bigkeras.serving import compatibility as compat
+
+    if ":" in image.rsplit("/", 1)[-1]:
+        return image
+    reports = {f"{name}/{path.name}": compat.load_report(path)
+               for name, paths in served_versions(base_dir).items() for path in paths}
+    if not reports:
+        return image
+    if tf_serving is None:
+        return f"{image}:{compat.newest_common_release(reports).image_tag}"
+    for name, report in sorted(reports.items()):
+        try:
+            compat.check_release(report, tf_serving)
+        except compat.IncompatibleRelease as err:
+            raise compat.IncompatibleRelease(f"{name}: {err}") from None
+    return f"{image}:{compat.release(tf_serving).image_tag}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,13 +134,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-verify", action="store_true", help="skip the parity check in a fresh process")
     p.set_defaults(run=_export)
 
-    p = sub.add_parser("inspect", help="signatures of a SavedModel, like saved_model_cli show --all")
+    p = sub.add_parser("inspect", help="signatures of a SavedModel and the TF Serving releases that load it")
     p.add_argument("path")
     p.set_defaults(run=_inspect)
 
-    p = sub.add_parser("verify", help="parity check of an export in a fresh process without Keras")
+    p = sub.add_parser("verify", help="run an export as TF Serving does (session, SignatureDefs, warmup), without Keras")
     p.add_argument("path")
     p.add_argument("--atol", type=float, default=1e-5)
+    p.add_argument("--tf-serving", metavar="RELEASE", help="fail unless this TF Serving release (e.g. 2.19) loads it")
     p.set_defaults(run=_verify)
 
     p = sub.add_parser("predict", help="query a TF Serving server (REST or gRPC)")
@@ -97,8 +160,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--base-dir", default="saved_models")
     p.add_argument("--rest-port", type=int, default=8501)
     p.add_argument("--grpc-port", type=int, default=8500)
-    p.add_argument("--image", default=SERVING_IMAGE)
+    p.add_argument("--image", default=SERVING_IMAGE, help="image; without a tag, the newest release that loads every model")
+    p.add_argument("--tf-serving", metavar="RELEASE", help="use this TF Serving release (e.g. 2.19); fail if it cannot load a model")
     p.add_argument("--no-config", action="store_true", help="do not (re)write models.config first")
+    p.add_argument("--batching", action="store_true", help="write batching_parameters.txt and enable server-side batching")
+    p.add_argument("--max-batch-size", type=int, default=32)
+    p.add_argument("--batch-timeout-micros", type=int, default=1000)
+    p.add_argument("--batch-threads", type=int, help="threads that run batches (default: this machine's CPU count)")
     p.set_defaults(run=_serving_command)
     return parser
 
@@ -141,30 +209,42 @@ def _export(args, rest):
     print(f"exported {path}\nwrote {config}")
     if not args.no_verify:
         report = verify(path)
-        print(f"verified: {', '.join(report.parity_checked)} match Keras; {report.warmup_records} warmup records replay")
+        minimum = report.compatibility["minimum_release"]
+        print(f"verified: {', '.join(report.parity_checked)} match Keras; {report.warmup_records} warmup records replay; "
+              + (f"loads on TF Serving {minimum}+" if minimum else "no TF Serving release in the table loads it"))
 
 
 def _inspect(args, rest):
     import tensorflow as tf
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    from bigkeras.serving import compatibility as compat
 
     path = pathlib.Path(args.path)
     if not (path / "saved_model.pb").is_file():
         raise SystemExit(f"bigkeras inspect: {path} is not a SavedModel directory (no saved_model.pb).")
-    loaded = tf.saved_model.load(str(path))
-    for name, fn in sorted(loaded.signatures.items()):
-        print(f"signature_def['{name}']:")
-        print("  inputs:")
-        for key, spec in sorted(fn.structured_input_signature[1].items()):
-            print(f"    {key}: {spec.dtype.name} {_shape(spec.shape)}")
-        print("  outputs:")
-        for key, spec in sorted(fn.structured_outputs.items()):
-            print(f"    {key}: {spec.dtype.name} {_shape(spec.shape)}")
+    saved = saved_model_pb2.SavedModel.FromString((path / "saved_model.pb").read_bytes())
+    for meta in saved.meta_graphs:  # the SignatureDefs TF Serving reads, as saved_model_cli shows them
+        for name, signature in sorted(meta.signature_def.items()):
+            if name == "__saved_model_init_op":
+                continue
+            print(f"signature_def['{name}']:")
+            for kind, infos in (("inputs", signature.inputs), ("outputs", signature.outputs)):
+                print(f"  {kind}:")
+                for key, info in sorted(infos.items()):
+                    print(f"    {key}: {tf.as_dtype(info.dtype).name} {_shape(tf.TensorShape(info.tensor_shape))}")
+    stored = compat.report_path(path).is_file()
+    print(f"TF Serving compatibility ({'assets.extra/' + compat.REPORT_FILE if stored else 'computed from the graph'}):")
+    print(compat.summary(compat.load_report(path)))
 
 
 def _verify(args, rest):
-    from bigkeras.serving import verify
+    from bigkeras.serving import IncompatibleRelease, VerificationError, verify
 
-    report = verify(args.path, atol=args.atol)
+    try:
+        report = verify(args.path, atol=args.atol, tf_serving=args.tf_serving)
+    except (IncompatibleRelease, VerificationError, ValueError) as err:
+        raise SystemExit(f"bigkeras verify: {err}") from None
     print(json.dumps({k: getattr(report, k) for k in report.__dataclass_fields__}, indent=2))
 
 
@@ -187,11 +267,33 @@ def _predict(args, rest):
 
 
 def _serving_command(args, rest):
+    from bigkeras.serving import IncompatibleRelease
+    from bigkeras.serving.batching import unbatchable_inputs, write_batching_parameters
+
     if not args.no_config:
         from bigkeras.serving.config import write_model_config
 
         write_model_config(args.base_dir)
-    print(serving_command(args.base_dir, rest_port=args.rest_port, grpc_port=args.grpc_port, image=args.image))
+    try:
+        image = serving_image(args.base_dir, image=args.image, tf_serving=args.tf_serving)
+    except (IncompatibleRelease, ValueError, FileNotFoundError) as err:
+        raise SystemExit(f"bigkeras serving-command: {err}") from None
+    batching_file = None
+    if args.batching:
+        try:
+            batching_file = write_batching_parameters(
+                args.base_dir, max_batch_size=args.max_batch_size, batch_timeout_micros=args.batch_timeout_micros,
+                num_batch_threads=args.batch_threads,
+            ).name
+        except ValueError as err:
+            raise SystemExit(f"bigkeras serving-command: {err}") from None
+        scalars = [f"{name}/{path.name}: {where}" for name, paths in served_versions(args.base_dir).items()
+                   for path in paths if (path / "saved_model.pb").is_file() for where in unbatchable_inputs(path)]
+        if scalars:
+            print("bigkeras serving-command: batching concatenates inputs along their first axis; these inputs "
+                  "have none, so their requests cannot be batched: " + "; ".join(scalars), file=sys.stderr)
+    print(serving_command(args.base_dir, rest_port=args.rest_port, grpc_port=args.grpc_port, image=image,
+                          batching_file=batching_file))
 
 
 def _shape(shape) -> str:

@@ -41,7 +41,7 @@ import tensorflow as tf  # noqa: E402
 
 from bigkeras import data  # noqa: E402
 from bigkeras.data.masking import mlm_masking  # noqa: E402
-from bigkeras.models.bert import bert_backbone, bert_classifier, bert_pretraining  # noqa: E402
+from bigkeras.models.bert import BertBackbone, bert_backbone, bert_classifier, bert_pretraining  # noqa: E402
 from bigkeras.serving.signatures import preprocessed_text_signatures  # noqa: E402
 from bigkeras.training import train  # noqa: E402
 
@@ -81,12 +81,10 @@ def pretrainer():
     return keras.Model(model.input, {"mlm_logits": model.output["mlm_logits"]}, name="bert_mlm")
 
 
-def classifier():  # after pre-training: a fresh backbone with its weights, matched by layer name
+def classifier():  # after pre-training: a fresh backbone (in train()'s scope) with the pre-trained weights
     backbone = bert_backbone(**BACKBONE)
-    pretrained_names = {layer.name for layer in pretrained.model.layers}
-    # All but the pooler, which only the (skipped) next-sentence task would have trained.
-    for layer in (layer for layer in backbone.layers if layer.weights and layer.name in pretrained_names):
-        layer.set_weights(pretrained.model.get_layer(layer.name).get_weights())
+    # The pooler is as initialised: only the (skipped) next-sentence task would have trained it.
+    backbone.set_weights(next(layer for layer in pretrained.model.layers if isinstance(layer, BertBackbone)).get_weights())
     return bert_classifier(backbone=backbone, num_classes=reviews.num_classes)
 
 

@@ -28,6 +28,7 @@ RECIPES = {  # name -> the signatures (and their inputs) its export must have
     "fashion_mnist_inception": IMAGE,
     "reviews_lstm": TEXT,
     "reviews_transformer": TEXT,
+    "reviews_minilm": {**TEXT, "embed": {"text"}},
     "transfer_learning": IMAGE,
 }
 VIA_CLI = "fashion_mnist_mlp"  # runs as `bigkeras train NAME`, the others as `python recipes/NAME.py`

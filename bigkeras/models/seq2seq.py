@@ -206,6 +206,23 @@ class Seq2Seq(TransformerModel):
             **kwargs,
         )
 
+    def role_layers(self):
+        """LoRA roles over both stacks: ``query``, ``key``, ``value`` (the decoder's fused
+        self-attention ``qkv`` and cross-attention ``key_value`` where they serve the role),
+        ``attention_output``, ``ffn``."""
+        encoder = [block.attention for block in self.encoder_blocks]
+        self_attention = [block.self_attention for block in self.decoder_blocks]
+        cross = [block.cross_attention_layer for block in self.decoder_blocks]
+        qkv = [a.qkv for a in self_attention]
+        blocks = [*self.encoder_blocks, *self.decoder_blocks]
+        return {
+            "query": [a.query_dense for a in encoder] + qkv + [c.query for c in cross],
+            "key": [a.key_dense for a in encoder] + qkv + [c.key_value for c in cross],
+            "value": [a.value_dense for a in encoder] + qkv + [c.key_value for c in cross],
+            "attention_output": [a.output_dense for a in (*encoder, *self_attention, *cross)],
+            "ffn": [layer for b in blocks for layer in (b.ffn_intermediate, b.ffn_output)],
+        }
+
 
 class CachedSeq2Seq:
     """Cached decoding over a built ``seq2seq`` model's own layers.

@@ -3,11 +3,13 @@
     from bigkeras.serving import export_saved_model, image_classifier_signatures, verify
     path = export_saved_model(model, "cnn", signatures=image_classifier_signatures(model))
     write_model_config("saved_models")
-    verify(path)
+    verify(path, tf_serving="2.19")   # as TF Serving runs it; raises if 2.19 lacks an op it needs
 """
 
 from bigkeras.serving.client import GrpcClient, RestClient, ServingError, ServingUnavailable
+from bigkeras.serving.compatibility import IncompatibleRelease, check_release, compatibility_report, load_report
 from bigkeras.serving.config import model_server_config, read_model_config, write_model_config
+from bigkeras.serving.deploy import deployable
 from bigkeras.serving.export import export_saved_model
 from bigkeras.serving.signatures import (
     Signature,
@@ -25,18 +27,23 @@ from bigkeras.serving.warmup import read_warmup, write_warmup
 
 __all__ = [
     "GrpcClient",
+    "IncompatibleRelease",
     "RestClient",
     "ServingError",
     "ServingUnavailable",
     "Signature",
     "VerificationError",
     "VerifyReport",
+    "check_release",
     "classifier_signatures",
+    "compatibility_report",
     "default_signatures",
+    "deployable",
     "embedding_signatures",
     "export_saved_model",
     "gpt_signatures",
     "image_classifier_signatures",
+    "load_report",
     "model_server_config",
     "preprocessed_text_signatures",
     "read_model_config",

@@ -12,7 +12,7 @@ import os
 import pathlib
 import shutil
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import keras
 import numpy as np
@@ -20,8 +20,10 @@ import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 
 from bigkeras import checks
+from bigkeras.serving import compatibility
 from bigkeras.serving import warmup as warmup_lib
 from bigkeras.serving.config import list_versions
+from bigkeras.serving.deploy import deployable
 from bigkeras.serving.signatures import Signature, default_signatures
 
 # Expected outputs for the parity check: PredictionLog records (request and the response the
@@ -37,16 +39,19 @@ def export_saved_model(
     *,
     base_dir: str | os.PathLike = "saved_models",
     version: int | None = None,
-    signatures: Mapping[str, Signature] | None = None,
+    signatures: Mapping[str, Signature] | Callable[[keras.Model], Mapping[str, Signature]] | None = None,
     warmup: WarmupSpec = True,
     overwrite: bool = False,
+    quantize: str | None = None,
 ) -> pathlib.Path:
     """Export ``model`` with serving signatures to ``<base_dir>/<name>/<version>/``.
 
     Besides the SavedModel, the export holds ``assets.extra/tf_serving_warmup_requests``
-    (TF Serving replays it on load) and ``assets.extra/bigkeras_expected_outputs``: each
+    (TF Serving replays it on load), ``assets.extra/bigkeras_expected_outputs`` (each
     signature's example inputs with the outputs the Keras model gave, which ``verify``
-    compares against the export loaded without Keras.
+    compares against the export loaded without Keras) and
+    ``assets.extra/bigkeras_serving_compatibility.json`` (the ops the graph needs and the TF
+    Serving releases that register them: ``bigkeras.serving.compatibility``).
 
     Args:
         model: the ``keras.Model`` to export (its variables are tracked).
@@ -54,11 +59,14 @@ def export_saved_model(
         base_dir: the export root that TF Serving's ``models.config`` covers.
             Default ``"saved_models"``.
         version: int, the version directory; default the next integer after the newest.
-        signatures: ``{name: Signature}`` from ``bigkeras.serving.signatures``; default
-            ``default_signatures(model)`` (image or plain classifier).
+        signatures: ``{name: Signature}`` from ``bigkeras.serving.signatures``, or a function
+            of the model returning them (needed when the exported model is a copy: LoRA or
+            ``quantize``); default ``default_signatures(model)`` (image or plain classifier).
         warmup: ``True`` writes one warmup request per signature from its examples;
             ``{signature_name: [inputs, ...]}`` writes those; ``False`` writes none.
         overwrite: bool, replace an existing version directory. Default False.
+        quantize: None (default) or ``"int8"``: export an int8 copy (``deploy.deployable``).
+            A LoRA model is always exported with its adapters merged into the kernels.
 
     Returns:
         The path of the version directory.
@@ -74,6 +82,15 @@ def export_saved_model(
     """
     if not isinstance(name, str) or not name or os.sep in name or name.startswith("."):
         raise ValueError(f"`name` must be a non-empty directory name, got {name!r}.")
+    deployed = deployable(model, quantize=quantize)
+    if deployed is not model and signatures is not None and not callable(signatures):
+        raise ValueError(
+            "`signatures` must be a function of the model (e.g. `lambda m: text_classifier_signatures(m, ...)`) "
+            "when the export is a merged-LoRA or quantized copy of it."
+        )
+    model = deployed
+    if callable(signatures):
+        signatures = signatures(model)
     signatures = dict(signatures if signatures is not None else default_signatures(model))
     if not signatures:
         raise ValueError("`signatures` must hold at least one signature.")
@@ -89,6 +106,7 @@ def export_saved_model(
     tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{version}.tmp-", dir=model_dir))
     try:
         _write_archive(model, signatures, tmp)
+        compatibility.write_report(tmp)
         expected = [(sig_name, sig.examples, _run(sig, sig.examples)) for sig_name, sig in signatures.items()]
         _write_expected(tmp, name, expected)
         requests = _warmup_requests(signatures, warmup)

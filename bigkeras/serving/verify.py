@@ -1,9 +1,12 @@
-"""Parity check of an export in a fresh process that has TensorFlow but no Keras or bigkeras.
+"""Parity check of an export the way TF Serving runs it, in a fresh process without Keras or bigkeras.
 
 ``verify(path)`` runs ``verify_child.py`` with ``sys.executable``. The child lists the graph's
-ops outside core TensorFlow (importing ``tensorflow_text`` only when they need it), loads the
-SavedModel, runs every signature on the stored example inputs and compares with the outputs
-the Keras model gave at export time, and replays the warmup file.
+ops (loading TF Text's kernels only when they are needed), loads the SavedModel with the TF1
+loader into a session (variables restored, init op run, as the model server does), checks that
+every tensor each SignatureDef names exists, runs every signature on the stored example
+inputs by feeding and fetching those tensor names, compares with the outputs the Keras model
+gave at export time, and replays the warmup file the same way. The parent then checks the
+graph's ops against the TF Serving releases (``bigkeras.serving.compatibility``).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ class VerifyReport:
     unchecked_signatures: list
     warmup_records: int
     imported: list  # modules of keras/tf_keras/bigkeras the child loaded: always empty
+    compatibility: dict  # bigkeras.serving.compatibility report: the TF Serving releases that load it
 
 
 def verify(
@@ -46,8 +50,9 @@ def verify(
     atol: float = 1e-5,
     rtol: float = 1e-5,
     timeout: float = 300.0,
+    tf_serving: str | None = None,
 ) -> VerifyReport:
-    """Check an export in a fresh interpreter without Keras; raise on any mismatch.
+    """Check an export as TF Serving runs it, in a fresh interpreter without Keras; raise on any problem.
 
     Args:
         path: the version directory (``saved_models/<name>/<version>``).
@@ -56,25 +61,33 @@ def verify(
         atol: float, absolute tolerance for float outputs. Default 1e-5.
         rtol: float, relative tolerance for float outputs. Default 1e-5.
         timeout: float, seconds the child may take. Default 300.
+        tf_serving: optional str, a TF Serving release (``"2.19"``) that must be able to load
+            the export; checked against ``bigkeras.serving.compatibility.RELEASES``.
 
     Returns:
         A ``VerifyReport``.
 
     Raises:
-        VerificationError: outputs differ, a signature or warmup record fails, the graph
-            needs ops neither TensorFlow nor TF Text provides, or the child crashed.
+        VerificationError: outputs differ, a signature or warmup record fails, a SignatureDef
+            names a tensor the graph lacks, the session load (restore or init op) fails, the
+            graph needs ops neither TensorFlow nor TF Text provides, or the child crashed.
+        IncompatibleRelease: ``tf_serving`` lacks ops the export needs (the message names
+            them and the first release that has each).
 
     Example:
         >>> report = verify("saved_models/cnn/1")
         >>> report.signatures["serving_default"]["outputs"]["class_id"]
         {'dtype': 'int32', 'shape': [None]}
     """
+    from bigkeras.serving import compatibility as compat
     from bigkeras.serving.export import EXPECTED_FILE, _write_expected  # needs TensorFlow
     from bigkeras.serving.warmup import WARMUP_DIR
 
     path = pathlib.Path(path)
     if not (path / "saved_model.pb").is_file():
         raise FileNotFoundError(f"`path` must be a SavedModel version directory; {path}/saved_model.pb is missing.")
+    if tf_serving is not None:
+        compat.release(tf_serving)  # a bad release name fails before the child runs
     with tempfile.TemporaryDirectory() as tmp:
         expected_path = path / WARMUP_DIR / EXPECTED_FILE
         if expected is not None:
@@ -94,7 +107,10 @@ def verify(
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     problems = report["errors"] + report["mismatches"]
     if problems:
-        raise VerificationError(f"{path} does not match the Keras model:\n  " + "\n  ".join(problems))
+        raise VerificationError(f"{path} fails as TF Serving would run it:\n  " + "\n  ".join(problems))
     if not report["parity_checked"]:
         raise VerificationError(f"{path} has no expected outputs to compare with; pass `expected`.")
+    report["compatibility"] = compat.compatibility_report(report["ops"])
+    if tf_serving is not None:
+        compat.check_release(report["compatibility"], tf_serving)
     return VerifyReport(**{k: report[k] for k in VerifyReport.__dataclass_fields__})

@@ -68,6 +68,14 @@ class TrainConfig:
         tensorboard: bool, write TensorBoard logs to ``run_dir/logs``.
         resume: bool, continue from the backup in ``run_dir`` if there is one.
         verbose: int, 0 silent, 1 progress bar, 2 one line per epoch.
+        lora_rank: int, 0 (default: train every weight) or the rank of LoRA adapters: the
+            model's bigkeras Transformer backbone (``BertBackbone``, ``GPT``, ``Seq2Seq``,
+            itself or nested) is frozen and adapters on its ``lora_targets`` train, with
+            whatever lies outside it (a task head).
+        lora_alpha: float or None, the adapters' scale numerator (scale ``alpha / rank``);
+            None is ``lora_rank``.
+        lora_targets: roles of the backbone's ``role_layers()`` to adapt. Default
+            ``("query", "value")``; also ``"key"``, ``"attention_output"``, ``"ffn"``.
 
     Example:
         >>> config = TrainConfig(epochs=10, batch_size=64, schedule="cosine", warmup_steps=100)
@@ -102,6 +110,9 @@ class TrainConfig:
     tensorboard: bool = True
     resume: bool = True
     verbose: int = 1
+    lora_rank: int = 0
+    lora_alpha: float | None = None
+    lora_targets: tuple = ("query", "value")
 
     def __post_init__(self):
         checks.positive_int("epochs", self.epochs)
@@ -136,6 +147,11 @@ class TrainConfig:
             raise ValueError(f"`monitor` must be a metric name such as 'val_loss', got {self.monitor!r}.")
         checks.positive_int("seed", self.seed, allow_zero=True)
         checks.one_of("verbose", self.verbose, (0, 1, 2))
+        checks.positive_int("lora_rank", self.lora_rank, allow_zero=True)
+        _optional(checks.positive_number, "lora_alpha", self.lora_alpha)
+        self.lora_targets = (self.lora_targets,) if isinstance(self.lora_targets, str) else tuple(self.lora_targets)
+        if not self.lora_targets:
+            raise ValueError("`lora_targets` must name at least one role, e.g. ('query', 'value').")
 
     def to_dict(self) -> dict[str, Any]:
         """The config as plain JSON-ready data (``dataclasses.asdict``)."""

@@ -21,6 +21,7 @@ import tensorflow as tf
 from bigkeras.training import strategy as strategies
 from bigkeras.training.callbacks import Checkpoints, FaultTolerance, HistoryLog, PreciseBatchNorm, restore_backup
 from bigkeras.training.config import TrainConfig
+from bigkeras.training.lora import enable_lora
 from bigkeras.training.loop import fit_distributed
 from bigkeras.training.optim import make_optimizer
 
@@ -110,6 +111,8 @@ def train(
 
     with strategy.scope(), _dtype_policy(config.mixed_precision):
         keras_model = _build(model, model_kwargs)
+        if config.lora_rank:
+            enable_lora(keras_model, rank=config.lora_rank, alpha=config.lora_alpha, targets=config.lora_targets)
         keras_model.compile(
             optimizer=make_optimizer(config, keras_model, total_steps),
             loss=loss if loss is not None else keras.losses.SparseCategoricalCrossentropy(from_logits=True),
