@@ -81,6 +81,11 @@ if args.lora_rank:
 # Export: raw text in; the classifier and the sentence embedding (LoRA merged, int8 if asked)
 # ---------------------------------------------------------------------------------------
 settings = checkpoints.sentence_embedding_settings(args.checkpoint)
+details = {"trained_parameters": sum(int(np.prod(w.shape)) for w in result.model.trainable_weights),
+           "parameters": result.model.count_params()}  # fmt: skip
+if args.quantize:  # the score below is the int8 model's; this is the float model's
+    details["float_test_accuracy"] = round(result.model.evaluate(data.batched(splits["test"], 256), verbose=0,
+                                                                 return_dict=True)["accuracy"], 4)
 deployed = deployable(result.model, quantize=args.quantize)
 backbone = next(layer for layer in deployed.layers if isinstance(layer, BertBackbone))
 signatures = {
@@ -89,4 +94,5 @@ signatures = {
     **embedding_signatures(backbone, preprocess, pooling=settings["pooling"], normalize=settings["normalize"],
                            examples=reviews.test.x[:4]),
 }  # fmt: skip
-recipe.finish(args, dataclasses.replace(result, model=deployed), splits["test"], reviews, signatures=signatures)
+recipe.finish(args, dataclasses.replace(result, model=deployed), splits["test"], reviews, signatures=signatures,
+              details=details)

@@ -100,9 +100,11 @@ def signature_kinds(tmp_path_factory):
     gpt = bigkeras.build("gpt_tiny", vocab_size=256)
     export("generate", gpt, gpt_signatures(gpt, keras_hub.tokenizers.ByteTokenizer(), max_length=16, examples=["hi"]))
     seq2seq = bigkeras.build("seq2seq_tiny", vocab_size=256)
+    byte_tokenizer = keras_hub.tokenizers.ByteTokenizer(lowercase=False)
+    byte_tokenizer(tf.constant(["built"]))  # a recipe's tokenizer has tokenized its training data
     export("translate", seq2seq, translate_signatures(
-        seq2seq, keras_hub.tokenizers.ByteTokenizer(lowercase=False), source_length=8, target_length=6,
-        start_token_id=2, end_token_id=3, examples=["4 mars 1998"]))
+        seq2seq, byte_tokenizer, source_length=8, target_length=6, start_token_id=2, end_token_id=3,
+        examples=["4 mars 1998"]))
     backbone = bert_backbone(**{**BACKBONE_PRESETS["tiny"], "vocab_size": len(VOCABULARY)})
     preprocess = BertSingleSegmentPreprocessor(keras_hub.models.BertTokenizer(vocabulary=VOCABULARY), sequence_length=16)
     export("embed", backbone, embedding_signatures(backbone, preprocess, examples=["a fine film"]))
