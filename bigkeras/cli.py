@@ -132,6 +132,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--class-names", help="comma-separated class names (adds a class_name output)")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--no-verify", action="store_true", help="skip the parity check in a fresh process")
+    p.add_argument("--quantize", choices=["int8"], help="export an int8 copy (Keras' own int8 quantization)")
     p.set_defaults(run=_export)
 
     p = sub.add_parser("inspect", help="signatures of a SavedModel and the TF Serving releases that load it")
@@ -203,12 +204,15 @@ def _export(args, rest):
         model = bigkeras.build(args.source)
         name = args.name or args.source
     class_names = args.class_names.split(",") if args.class_names else None
-    path = export_saved_model(model, name, base_dir=args.base_dir, version=args.version,
-                              signatures=default_signatures(model, class_names=class_names), overwrite=args.overwrite)
+    path = export_saved_model(model, name, base_dir=args.base_dir, version=args.version, overwrite=args.overwrite,
+                              signatures=lambda m: default_signatures(m, class_names=class_names),
+                              quantize=args.quantize)
     config = write_model_config(args.base_dir)
     print(f"exported {path}\nwrote {config}")
     if not args.no_verify:
-        report = verify(path)
+        from bigkeras.serving.deploy import INT8_TOLERANCE
+
+        report = verify(path, **(INT8_TOLERANCE if args.quantize else {}))
         minimum = report.compatibility["minimum_release"]
         print(f"verified: {', '.join(report.parity_checked)} match Keras; {report.warmup_records} warmup records replay; "
               + (f"loads on TF Serving {minimum}+" if minimum else "no TF Serving release in the table loads it"))
@@ -243,7 +247,7 @@ def _verify(args, rest):
 
     try:
         report = verify(args.path, atol=args.atol, tf_serving=args.tf_serving)
-    except (IncompatibleRelease, VerificationError, ValueError) as err:
+    except (IncompatibleRelease, VerificationError, ValueError, FileNotFoundError) as err:
         raise SystemExit(f"bigkeras verify: {err}") from None
     print(json.dumps({k: getattr(report, k) for k in report.__dataclass_fields__}, indent=2))
 

@@ -274,5 +274,8 @@ def _gpt_adapter(model, use_cache):
 
 def _seq2seq_adapter(model, use_cache):
     from bigkeras.models.seq2seq import CachedSeq2Seq
+    from bigkeras.models.t5 import T5, CachedT5
 
-    return CachedSeq2Seq(model) if use_cache else _FullSeq2Seq(model)
+    if not use_cache:
+        return _FullSeq2Seq(model)
+    return CachedT5(model) if isinstance(model, T5) else CachedSeq2Seq(model)

@@ -33,7 +33,6 @@ SMOKE_BATCH = 32
 VALIDATION_FRACTION = 0.1  # carved out of train when a dataset has no validation split
 SAMPLES = 8  # sample predictions written to samples.json
 MIXED_PRECISION = ("auto", "mixed_bfloat16", "mixed_float16")
-INT8_TOLERANCE = {"atol": 0.02, "rtol": 0.02}  # verify() bounds for int8 exports
 
 
 def parse_args(
@@ -392,12 +391,11 @@ def publish(
         The ``results.json`` record (``finish``'s keys, plus ``details`` when given).
     """
     from bigkeras.serving import export_saved_model, verify, write_model_config
+    from bigkeras.serving.deploy import INT8_TOLERANCE
 
     run_dir = pathlib.Path(result.run_dir)
     (run_dir / "samples.json").write_text(json.dumps(list(samples), indent=2, ensure_ascii=False) + "\n")
     path = export_saved_model(result.model, args.name, base_dir=args.export_dir, signatures=signatures)
-    # An int8 export rounds differently in the server's graph than in Keras (dynamic input
-    # quantization turns 1e-7 float differences into whole int8 steps): looser bounds.
     report = verify(path, **(INT8_TOLERANCE if getattr(args, "quantize", None) else {}))
     config = write_model_config(args.export_dir)
     record = {

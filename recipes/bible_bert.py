@@ -54,7 +54,7 @@ bible, reviews = recipe.load_data(args), recipe.load_second_data(args, args.fine
 sample = np.concatenate([bible.train.x[::8], reviews.train.x[::3]])  # 3,500 verses, 3,400 snippets
 vocabulary = data.wordpiece_tokenizer(sample, vocabulary_size=6000).get_vocabulary()
 tokenizer = keras_hub.models.BertTokenizer(vocabulary=vocabulary, lowercase=True)
-preprocess = keras_hub.models.BertTextClassifierPreprocessor(tokenizer, sequence_length=BACKBONE["sequence_length"])
+preprocess = data.BertSingleSegmentPreprocessor(tokenizer, sequence_length=BACKBONE["sequence_length"])
 BACKBONE["vocab_size"] = tokenizer.vocabulary_size()
 masker = mlm_masking(vocab_size=BACKBONE["vocab_size"], mask_token_id=tokenizer.mask_token_id,
                      special_token_ids=[tokenizer.token_to_id(t) for t in ("[PAD]", "[CLS]", "[SEP]", "[UNK]")])

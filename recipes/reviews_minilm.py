@@ -34,12 +34,13 @@ args = recipe.parse_args(__doc__, name="reviews_minilm", data="rotten_tomatoes",
     (("--checkpoint",), {"default": "all-MiniLM-L6-v2", "help": "a BERT checkpoint directory or known name"}),
     (("--lora-rank",), {"type": int, "default": 0, "help": "train LoRA adapters of this rank (0: every weight)"}),
     (("--lora-alpha",), {"type": float, "default": None, "help": "LoRA scale numerator (default: the rank)"}),
+    (("--lora-targets",), {"default": "query,value", "help": "comma-separated roles: query, key, value, "
+                                                             "attention_output, ffn"}),
     (("--quantize",), {"choices": ["int8"], "default": None, "help": "export an int8 copy"}),
 ])  # fmt: skip
 
 import dataclasses  # noqa: E402
 
-import keras_hub  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
@@ -54,7 +55,7 @@ SEQUENCE_LENGTH = 64  # wordpieces; 99% of the snippets fit
 # ---------------------------------------------------------------------------------------
 reviews = recipe.load_data(args)
 tokenizer = checkpoints.load_tokenizer(args.checkpoint)
-preprocess = keras_hub.models.BertTextClassifierPreprocessor(tokenizer, sequence_length=SEQUENCE_LENGTH)
+preprocess = data.BertSingleSegmentPreprocessor(tokenizer, sequence_length=SEQUENCE_LENGTH)  # TF Serving 2.14+
 
 
 def features(texts):  # strings -> {"token_ids", "segment_ids", "padding_mask"}, int32 (n, 64)
@@ -72,7 +73,8 @@ def model():  # built inside train()'s strategy scope
 # Train: every weight, a small learning rate with warmup (Devlin et al.'s fine-tuning recipe)
 # ---------------------------------------------------------------------------------------
 config = recipe.train_config(args, schedule="cosine", warmup_steps=50, weight_decay=0.01,
-                             lora_rank=args.lora_rank, lora_alpha=args.lora_alpha)
+                             lora_rank=args.lora_rank, lora_alpha=args.lora_alpha,
+                             lora_targets=tuple(args.lora_targets.split(",")))
 result = train(model, splits["train"], splits["validation"], config)
 if args.lora_rank:
     adapters = checkpoints.save_adapters(result.model, f"{args.run_dir}/adapters.safetensors")

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from bigkeras import cli
+from bigkeras.serving import compatibility as compat
 from bigkeras.serving import read_model_config
 from tests.fake_tf_serving import FakeTFServing
 
@@ -16,18 +17,50 @@ def run(capsys, *argv):
     return code, capsys.readouterr().out
 
 
+def fake_export(base, name, version, ops):
+    """A version directory holding only the compatibility report of a graph with ``ops``."""
+    path = base / name / str(version)
+    compat.write_report(path, compat.compatibility_report(ops))
+    return path
+
+
 def test_serving_command_is_the_docker_line(tmp_path, capsys):
-    (tmp_path / "mlp" / "1").mkdir(parents=True)
+    fake_export(tmp_path, "mlp", 1, {"MatMul", "Softmax"})
     code, out = run(capsys, "serving-command", "--base-dir", str(tmp_path), "--no-config")
     assert code == 0
     assert shlex.split(out) == [
         "docker", "run", "--rm", "-p", "8501:8501", "-p", "8500:8500",
         "--mount", f"type=bind,source={tmp_path.resolve()},target=/models,readonly",
-        "tensorflow/serving",
+        "tensorflow/serving:2.21.0",  # the newest release in the table that loads every model
         "--model_config_file=/models/models.config",
         "--model_config_file_poll_wait_seconds=60",
         "--enable_model_warmup=true",
     ]
+    assert not (tmp_path / "batching_parameters.txt").exists()
+
+
+def test_serving_command_picks_a_release_that_loads_every_model_and_writes_batching(tmp_path, capsys):
+    fake_export(tmp_path, "mlp", 1, {"MatMul"})
+    fake_export(tmp_path, "bert", 1, {"MatMul", "TFText>RoundRobinTrim"})  # served: needs TF Serving 2.20+
+    code, out = run(capsys, "serving-command", "--base-dir", str(tmp_path), "--tf-serving", "2.20")
+    assert code == 0 and "tensorflow/serving:2.20.0" in shlex.split(out)
+    with pytest.raises(SystemExit, match=r"bert/1: TF Serving 2\.19 cannot load this export: it does not register "
+                                         r"TFText>RoundRobinTrim \(first in 2\.20\)"):
+        cli.main(["serving-command", "--base-dir", str(tmp_path), "--tf-serving", "2.19"])
+    fake_export(tmp_path, "bert", 2, {"MatMul"})  # a fixed version; models.config serves versions 1 and 2
+    with pytest.raises(SystemExit, match="bert/1: TF Serving 2.19"):
+        cli.main(["serving-command", "--base-dir", str(tmp_path), "--tf-serving", "2.19"])
+    fake_export(tmp_path, "bert", 3, {"MatMul"})  # now 2 and 3 are served, and 2.19 loads both
+    code, out = run(capsys, "serving-command", "--base-dir", str(tmp_path), "--tf-serving", "2.19", "--batching",
+                    "--batch-threads", "3", "--max-batch-size", "16")
+    args = shlex.split(out)
+    assert "tensorflow/serving:2.19.1" in args
+    assert args[-2:] == ["--enable_batching=true", "--batching_parameters_file=/models/batching_parameters.txt"]
+    assert (tmp_path / "batching_parameters.txt").read_text() == (
+        "max_batch_size { value: 16 }\nbatch_timeout_micros { value: 1000 }\n"
+        "max_enqueued_batches { value: 3 }\nnum_batch_threads { value: 3 }\n")
+    with pytest.raises(SystemExit, match="`max_batch_size` must be a positive integer, got 0"):
+        cli.main(["serving-command", "--base-dir", str(tmp_path), "--batching", "--max-batch-size", "0"])
 
 
 def test_list_filters_models(capsys):
@@ -42,7 +75,7 @@ def test_train_unknown_recipe_lists_known_ones():
 
 def test_export_inspect_verify_predict(tmp_path, capsys):
     code, out = run(capsys, "export", "mlp_tiny", "--base-dir", str(tmp_path), "--class-names", "a,b,c")
-    assert code == 0 and "verified: serving_default match Keras; 1 warmup records replay" in out
+    assert code == 0 and "verified: serving_default match Keras; 1 warmup records replay; loads on TF Serving 2.14+" in out
     path = tmp_path / "mlp_tiny" / "1"
     config = read_model_config(tmp_path / "models.config")
     assert [c.name for c in config.model_config_list.config] == ["mlp_tiny"]
@@ -51,6 +84,7 @@ def test_export_inspect_verify_predict(tmp_path, capsys):
     assert "signature_def['serving_default']:" in out
     assert "inputs:\n    inputs: float32 (-1, 8, 8)" in out
     assert "class_id: int32 (-1)" in out and "class_name: string (-1)" in out
+    assert "minimum TF Serving release: 2.14" in out and "tensorflow/serving:2.21.0    loads" in out
 
     with FakeTFServing({"mlp_tiny": {1: path}}) as server:
         x = np.zeros((2, 8, 8)).tolist()

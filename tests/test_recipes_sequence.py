@@ -21,6 +21,7 @@ RECIPES = {  # name -> (metric, signature, its input, the sample keys)
     "bible_bert": ("test_accuracy", "serving_default", "text", {"example", "label", "predicted"}),
     "dates_seq2seq": ("test_exact_match", "translate", "source", {"source", "target", "prediction", "correct"}),
     "de_en_seq2seq": ("test_bleu", "translate", "source", {"source", "reference", "translation"}),
+    "dates_t5": ("test_exact_match", "translate", "source", {"source", "target", "prediction", "correct"}),
 }
 VIA_CLI = "dates_seq2seq"  # runs as `bigkeras train NAME`, the others as `python recipes/NAME.py`
 RESULT_KEYS = {"recipe", "data", "metric", "value", "wall_seconds", "command", "export", "details"}

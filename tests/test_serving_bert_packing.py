@@ -16,7 +16,8 @@ EDGE_TEXTS = ["word " * 200, "", "   ", "caf\u00e9 \u201cquoted\u201d \u00c9T\u0
 @pytest.fixture(scope="module")
 def texts():
     reviews = [str(t) for t in data.load("rotten_tomatoes").test.x]
-    return reviews[:360] + sorted(reviews, key=len)[-40:] + EDGE_TEXTS  # the longest ones get truncated at 64
+    joined = [" ".join(reviews[i : i + 3]) for i in range(0, 60, 3)]  # real text past 62 wordpieces
+    return reviews[:360] + sorted(reviews, key=len)[-40:] + joined + EDGE_TEXTS
 
 
 @pytest.fixture(scope="module", params=["keras_hub", "hugging_face"])
@@ -45,15 +46,16 @@ def test_outputs_equal_keras_hub_including_truncation(tokenizer, texts, sequence
                 assert a.dtype == b.dtype and a.shape == b.shape == (len(texts), sequence_length), key
                 np.testing.assert_array_equal(a, b, err_msg=key)
     lengths = np.array([len(ids) for ids in reference.tokenizer(texts)])  # eager: lists of ids
-    assert (lengths > sequence_length - 2).sum() >= (5 if sequence_length == 64 else 300)  # truncation is exercised
+    assert (lengths > sequence_length - 2).sum() >= (10 if sequence_length == 64 else 300)  # truncation is exercised
 
 
 def test_scalar_input_config_round_trip_and_bad_arguments(tokenizer):
     packer = BertSingleSegmentPreprocessor(tokenizer, sequence_length=6)
     one = packer(tf.constant("a fine film"))
     assert {k: tuple(v.shape) for k, v in one.items()} == {"token_ids": (6,), "segment_ids": (6,), "padding_mask": (6,)}
-    clone = BertSingleSegmentPreprocessor.from_config(keras.saving.deserialize_keras_object(
-        keras.saving.serialize_keras_object(packer)).get_config())
+    clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(packer))
+    assert type(clone.tokenizer) is type(tokenizer) and clone.sequence_length == 6
+    clone.tokenizer.set_vocabulary(tokenizer.get_vocabulary())  # keras-hub keeps vocabularies out of configs
     np.testing.assert_array_equal(clone(tf.constant(["a fine film"]))["token_ids"], packer(tf.constant(["a fine film"]))["token_ids"])
     with pytest.raises(ValueError, match="`sequence_length` must be at least 2"):
         BertSingleSegmentPreprocessor(tokenizer, sequence_length=1)

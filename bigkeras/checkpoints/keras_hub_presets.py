@@ -1,10 +1,11 @@
-"""keras-hub preset directories (``config.json`` + ``model.weights.h5``): BERT and GPT-2.
+"""keras-hub preset directories (``config.json`` + ``model.weights.h5``): BERT, GPT-2 and T5.
 
 keras-hub itself loads the preset into its own backbone; the weights then go through the
 same Hugging Face tables as a Hugging Face directory (``huggingface.bert_table``,
-``gpt2_table``), read from keras-hub's parts. keras-hub's BERT and GPT-2 use the tanh
+``gpt2_table``, ``t5.t5_table``), read from keras-hub's parts. keras-hub's BERT and GPT-2 use the tanh
 approximation of GELU, so the bigkeras model gets ``activation="gelu_approximate"`` and
-computes what keras-hub's model computes.
+computes what keras-hub's model computes. A ``T5Backbone`` keeps its own activation (its
+config names it) and has as many decoder blocks as encoder blocks.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ def is_preset(directory: pathlib.Path) -> bool:
 
 
 def load(directory: pathlib.Path, build):
-    """Build the bigkeras model of a keras-hub ``BertBackbone`` or ``GPT2Backbone`` preset.
+    """Build the bigkeras model of a keras-hub ``BertBackbone``, ``GPT2Backbone`` or ``T5Backbone`` preset.
 
     Args:
         directory: the preset directory.
@@ -39,6 +40,12 @@ def load(directory: pathlib.Path, build):
     import keras_hub
 
     theirs = keras_hub.models.Backbone.from_preset(str(directory))
+    if isinstance(theirs, keras_hub.models.T5Backbone):  # relative positions: a shape of its own
+        from bigkeras.checkpoints.t5 import t5_table
+
+        model = build("t5", _t5_arguments(theirs), directory)
+        assign(t5_table(model), export(t5_table(_t5_parts(theirs, model.arguments))), source=directory)
+        return model
     shape = {"vocab_size": theirs.vocabulary_size, "num_layers": theirs.num_layers, "hidden_dim": theirs.hidden_dim,
              "num_heads": theirs.num_heads, "intermediate_dim": theirs.intermediate_dim,
              "sequence_length": theirs.max_sequence_length, "dropout": float(theirs.dropout),
@@ -52,7 +59,7 @@ def load(directory: pathlib.Path, build):
     else:
         raise CheckpointError(
             f"{directory}: keras-hub {type(theirs).__name__} presets are not supported; supported: BertBackbone, "
-            "GPT2Backbone."
+            "GPT2Backbone, T5Backbone."
         )
     return model
 
@@ -95,4 +102,58 @@ def _gpt2_parts(theirs):
         position_embedding=SimpleNamespace(embeddings=theirs.position_embedding.position_embeddings),
         blocks=[_block(layer, self_attention=fused(layer._self_attention_layer)) for layer in theirs.transformer_layers],
         final_norm=theirs.layer_norm,
+    )
+
+
+def _t5_arguments(theirs) -> dict:
+    """bigkeras ``T5`` arguments of a keras-hub ``T5Backbone``."""
+    import keras
+
+    activation = keras.activations.serialize(theirs.activation)
+    activation = activation if isinstance(activation, str) else activation.get("config", activation)
+    if not isinstance(activation, str):
+        raise CheckpointError(f"keras-hub T5Backbone activation {activation!r} has no name bigkeras can rebuild.")
+    activation = activation.split(">")[-1]  # "keras_hub>gelu_approximate" and the like
+    return {
+        "vocab_size": theirs.vocabulary_size, "num_encoder_layers": theirs.num_layers,
+        "num_decoder_layers": theirs.num_layers, "hidden_dim": theirs.hidden_dim, "num_heads": theirs.num_heads,
+        "intermediate_dim": theirs.intermediate_dim,
+        "key_value_dim": theirs.key_value_dim or theirs.hidden_dim // theirs.num_heads,
+        "dropout": float(theirs.dropout), "activation": activation,
+        "use_gated_activation": bool(theirs.use_gated_activation), "tie_embeddings": bool(theirs.tie_embedding_weights),
+        "layer_norm_epsilon": float(theirs.layer_norm_epsilon),
+    }
+
+
+def _t5_parts(theirs, arguments):
+    """keras-hub's ``T5Backbone`` seen through bigkeras ``T5``'s part names."""
+
+    def dense(layer):
+        return SimpleNamespace(kernel=layer.kernel)
+
+    def attention(layer):
+        return SimpleNamespace(query_dense=dense(layer.query_projector), key_dense=dense(layer.key_projector),
+                               value_dense=dense(layer.value_projector), output_dense=dense(layer.output_projector))
+
+    def norm(layer):
+        return SimpleNamespace(scale=layer.weight)
+
+    def block(layer):
+        decoder = layer.is_decoder
+        bias = layer.self_attention.relative_attention_bias if layer.self_attention.use_relative_attention_bias else None
+        return SimpleNamespace(
+            self_attention=attention(layer.self_attention), self_attention_norm=norm(layer.self_attention_layer_norm),
+            position_bias=None if bias is None else SimpleNamespace(embeddings=bias),
+            cross_attention=attention(layer.cross_attention) if decoder else None,
+            cross_attention_norm=norm(layer.cross_attention_layer_norm) if decoder else None,
+            ffn_intermediate=dense(layer.input_projector),
+            ffn_gate=dense(layer.gate_projector) if layer.use_gated_activation else None,
+            ffn_output=dense(layer.output_projector), ffn_norm=norm(layer.layer_norm),
+        )
+
+    return SimpleNamespace(
+        arguments=arguments, token_embedding=theirs.token_embedding,
+        encoder_blocks=[block(layer) for layer in theirs.encoder_transformer_layers],
+        decoder_blocks=[block(layer) for layer in theirs.decoder_transformer_layers],
+        encoder_norm=norm(theirs.encoder_layer_norm), decoder_norm=norm(theirs.decoder_layer_norm),
     )

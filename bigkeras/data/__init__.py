@@ -11,10 +11,19 @@ sizes and split (``bigkeras.data.images``, ``.text``, ``.pairs``).
 """
 
 from bigkeras.data.datasets import SEED, Data, DataFileError, Split, load, load_tfds, names, random_splits
-from bigkeras.data.pipeline import augment_images, batched, from_arrays, text_vectorizer, wordpiece_tokenizer
+from bigkeras.data.packing import BertSingleSegmentPreprocessor
+from bigkeras.data.pipeline import (
+    augment_images,
+    batched,
+    from_arrays,
+    sentencepiece_tokenizer,
+    text_vectorizer,
+    wordpiece_tokenizer,
+)
 from bigkeras.data.tfrecords import read_spec, read_tfrecords, shard_paths, write_tfrecords
 
 __all__ = [
+    "BertSingleSegmentPreprocessor",
     "SEED",
     "Data",
     "DataFileError",
@@ -28,6 +37,7 @@ __all__ = [
     "random_splits",
     "read_spec",
     "read_tfrecords",
+    "sentencepiece_tokenizer",
     "shard_paths",
     "text_vectorizer",
     "wordpiece_tokenizer",

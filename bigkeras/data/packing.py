@@ -50,15 +50,10 @@ class BertSingleSegmentPreprocessor(keras.layers.Layer):
         checks.positive_int("sequence_length", sequence_length)
         if sequence_length < 2:
             raise ValueError(f"`sequence_length` must be at least 2 ([CLS] and [SEP]), got {sequence_length}.")
-        ids = {}
-        for token in ("[CLS]", "[SEP]", "[PAD]"):
-            try:
-                ids[token] = int(tokenizer.token_to_id(token))
-            except (AttributeError, KeyError, ValueError) as err:
-                raise ValueError(f"`tokenizer` must have a {token} token; token_to_id({token!r}) failed: {err}") from err
         self.tokenizer = tokenizer
         self.sequence_length = int(sequence_length)
-        self.cls_id, self.sep_id, self.pad_id = ids["[CLS]"], ids["[SEP]"], ids["[PAD]"]
+        if getattr(tokenizer, "vocabulary", None) is not None:  # from_config: the vocabulary comes later
+            self._special_ids()
         # Keras must not convert the string input to a backend tensor, nor reject a list of str.
         self._convert_input_args = False
         self._allow_non_tensor_positional_args = True
@@ -80,20 +75,30 @@ class BertSingleSegmentPreprocessor(keras.layers.Layer):
             outputs = self._pack_fn(text)
         return {k: v[0] for k, v in outputs.items()} if unbatched else outputs
 
+    def _special_ids(self) -> tuple[int, int, int]:
+        ids = []
+        for token in ("[CLS]", "[SEP]", "[PAD]"):
+            try:
+                ids.append(int(self.tokenizer.token_to_id(token)))
+            except (AttributeError, KeyError, ValueError) as err:
+                raise ValueError(f"`tokenizer` must have a {token} token; token_to_id({token!r}) failed: {err}") from err
+        return tuple(ids)
+
     def _pack(self, text):  # (batch,) strings -> dict of (batch, sequence_length)
+        cls_id, sep_id, pad_id = self._special_ids()
         ids = self.tokenizer(text)
         if not isinstance(ids, tf.RaggedTensor):
             ids = tf.RaggedTensor.from_tensor(ids)
         ids = tf.cast(ids, tf.int32)[:, : self.sequence_length - 2]  # (batch, <= length - 2)
         rows = ids.nrows()
-        cls = tf.fill(tf.stack([rows, 1]), self.cls_id)
-        sep = tf.fill(tf.stack([rows, 1]), self.sep_id)
+        cls = tf.fill(tf.stack([rows, 1]), cls_id)
+        sep = tf.fill(tf.stack([rows, 1]), sep_id)
         packed = tf.concat([cls, ids, sep], axis=1)  # ragged (batch, <= length)
-        token_ids = packed.to_tensor(default_value=self.pad_id, shape=[None, self.sequence_length])
+        token_ids = packed.to_tensor(default_value=pad_id, shape=[None, self.sequence_length])
         return {
             "token_ids": token_ids,  # (batch, length) int32
             "segment_ids": tf.zeros_like(token_ids),  # one segment: all 0, padding too
-            "padding_mask": token_ids != self.pad_id,  # (batch, length) bool, as keras-hub computes it
+            "padding_mask": token_ids != pad_id,  # (batch, length) bool, as keras-hub computes it
         }
 
     def get_config(self):

@@ -228,6 +228,49 @@ def wordpiece_tokenizer(
     )
 
 
+def sentencepiece_tokenizer(train_texts, *, vocabulary_size: int, split_digits: bool = True, seed: int = 0):
+    """A keras-hub SentencePiece tokenizer trained on the training texts, with T5's special ids.
+
+    Kudo and Richardson, 2018, "SentencePiece" (a unigram language model over pieces, trained
+    with the ``sentencepiece`` package that keras-hub depends on). Ids follow T5: 0 is padding
+    (and the decoder's start token), 1 the end token ``</s>``, 2 unknown; no start-of-text
+    token. The tokenizer runs TF Text's SentencePiece ops in the graph (every TF Serving release
+    from 2.14 to 2.21 links them: ``bigkeras.serving.compatibility``).
+
+    Args:
+        train_texts: the training texts (a list or array of ``str``).
+        vocabulary_size: int, the most pieces (a smaller vocabulary is allowed when the texts
+            have fewer distinct pieces).
+        split_digits: bool, one piece per digit (numbers are then copied digit by digit).
+            Default True.
+        seed: int, the trainer's sampling seed. Default 0.
+
+    Returns:
+        A ``keras_hub.tokenizers.SentencePieceTokenizer``.
+
+    Example:
+        >>> tokenizer = sentencepiece_tokenizer(["4 mars 1998", "1998-03-04"], vocabulary_size=64)
+        >>> tokenizer.id_to_token(1)
+        '</s>'
+    """
+    import io
+
+    import keras_hub
+    import sentencepiece
+
+    checks.positive_int("vocabulary_size", vocabulary_size)
+    if isinstance(train_texts, str) or len(train_texts) == 0:
+        raise ValueError(f"`train_texts` must be a non-empty list or array of str, got {train_texts!r:.80}.")
+    sentencepiece.set_random_generator_seed(seed)
+    proto = io.BytesIO()
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(str(t) for t in train_texts), model_writer=proto, vocab_size=vocabulary_size,
+        hard_vocab_limit=False, pad_id=0, eos_id=1, unk_id=2, bos_id=-1, character_coverage=1.0,
+        split_digits=split_digits, minloglevel=2, num_threads=1,
+    )
+    return keras_hub.tokenizers.SentencePieceTokenizer(proto=proto.getvalue())
+
+
 def _text_batches(values, batch_size: int = 1024) -> tf.data.Dataset:
     if isinstance(values, str) or len(values) == 0:
         raise ValueError(f"`train_texts` must be a non-empty list or array of str, got {values!r:.80}.")

@@ -9,5 +9,6 @@ from bigkeras.models import (  # noqa: F401
     recurrent,
     resnet,
     seq2seq,
+    t5,
     transformer,
 )

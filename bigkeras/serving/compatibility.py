@@ -2,7 +2,7 @@
 
 TF Serving registers the ops of the TensorFlow it is built on (TF Serving X.Y on TensorFlow
 X.Y) plus the TF Text op libraries its build links, and nothing else: a graph op outside
-those fails the load with "Op type not registered". ``compatibility(ops)`` checks an op set
+those fails the load with "Op type not registered". ``compatibility_report(ops)`` checks an op set
 against the tables below and says, for every release 2.14 to 2.21, whether it loads
 (``"loads"``), which ops rule it out (``"fails"``), or that the tables cannot tell
 (``"unchecked"``). ``export_saved_model`` writes the report to
@@ -12,8 +12,8 @@ Serving ignores other files there); ``bigkeras inspect`` shows it, ``bigkeras ve
 serving-command`` picks an image tag that loads every model.
 
     report = compatibility_report(graph_ops("saved_models/reviews_minilm/1"))
-    report["minimum_release"]             # "2.15"
-    check_release(report, "2.19")          # raises IncompatibleRelease naming the ops
+    report["minimum_release"]   # "2.20": keras-hub's BERT packing needs TFText>RoundRobinTrim
+    check_release(report, "2.19")  # raises IncompatibleRelease naming that op and 2.20
 
 Where each row comes from is written beside it. What could not be established here is marked:
 the Docker image tags are the tensorflow-serving-api versions on PyPI (Docker Hub cannot be

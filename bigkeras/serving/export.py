@@ -130,9 +130,13 @@ def _write_archive(model: keras.Model, signatures: Mapping[str, Signature], path
     archive = keras.export.ExportArchive()
     tracked = {}
     for resource in (model, *(r for sig in signatures.values() for r in sig.resources)):
-        tracked.setdefault(id(resource), resource)  # lookup tables must be tracked explicitly
+        tracked.setdefault(id(resource), resource)
     for resource in tracked.values():
-        archive.track(resource)
+        # Lookup tables (tokenizers, vectorizers) must be tracked explicitly. Variables need not:
+        # the archive saves every variable the endpoints use, and `track()` would save each
+        # one a second time under another path (a SavedModel twice the model's size).
+        if not getattr(resource, "variables", None):
+            archive.track(resource)
     for sig_name, sig in signatures.items():
         # A dict input signature gives the SavedModel signature these input names.
         archive.add_endpoint(sig_name, _takes_dict(sig.fn), input_signature=[dict(sig.inputs)])
