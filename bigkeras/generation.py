@@ -1,9 +1,9 @@
-"""Autoregressive generation for ``gpt`` and ``seq2seq`` models, cached, in one ``tf.while_loop``.
+"""Autoregressive generation for ``gpt``, ``seq2seq`` and ``t5`` models, cached, in one ``tf.while_loop``.
 
 The loop and the token choice are keras-hub's samplers (``keras_hub.samplers``: greedy,
 top-k, top-p, random with temperature, beam); this module supplies what they call at each
 step: a model adapter that runs one new position against a fixed-shape key/value cache built
-from the trained model's own layers (``CachedGPT``, ``CachedSeq2Seq``).
+from the trained model's own layers (``CachedGPT``, ``CachedSeq2Seq``, ``CachedT5``).
 
 ``make_generate_fn`` returns the whole decode as one ``tf.function`` with a fixed input
 signature, compiled with XLA by default (on 2 CPU cores XLA made this loop about 2x faster

@@ -267,7 +267,8 @@ def train_config(args: argparse.Namespace, **overrides):
         mixed_precision=args.mixed_precision,
         run_dir=args.run_dir,
         resume=args.resume,
-        verbose=2,
+        # A live per-batch progress bar with ETA in a terminal; one line per epoch in a log.
+        verbose=1 if sys.stdout.isatty() else 2,
     )
     fields.update(overrides)
     if args.smoke:

@@ -73,6 +73,19 @@ def test_train_unknown_recipe_lists_known_ones():
         cli.main(["train", "nope", "--epochs", "1"])
 
 
+@pytest.mark.slow  # two exports, each verified in a fresh process: about 25 s
+def test_export_quantize_int8_writes_a_smaller_verified_export(tmp_path, capsys):
+    code, out = run(capsys, "export", "mlp_mnist", "--base-dir", str(tmp_path), "--name", "f32")
+    assert code == 0
+    code, out = run(capsys, "export", "mlp_mnist", "--base-dir", str(tmp_path), "--name", "i8", "--quantize", "int8")
+    assert code == 0 and "verified: serving_default match Keras" in out
+
+    def size(name):
+        return sum(f.stat().st_size for f in (tmp_path / name / "1" / "variables").iterdir())
+
+    assert size("i8") < 0.35 * size("f32")
+
+
 def test_export_inspect_verify_predict(tmp_path, capsys):
     code, out = run(capsys, "export", "mlp_tiny", "--base-dir", str(tmp_path), "--class-names", "a,b,c")
     assert code == 0 and "verified: serving_default match Keras; 1 warmup records replay; loads on TF Serving 2.14+" in out

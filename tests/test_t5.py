@@ -8,7 +8,6 @@ import keras_hub
 import numpy as np
 import pytest
 import tensorflow as tf
-import torch
 from safetensors.numpy import load_file, save_file
 
 import bigkeras
@@ -17,6 +16,7 @@ from bigkeras.generation import generate, make_generate_fn
 from bigkeras.layers.t5 import relative_position_bucket
 from bigkeras.models.t5 import PRESETS, T5, CachedT5, t5
 
+torch = pytest.importorskip("torch")  # the reference implementation: test-only dependencies
 transformers = pytest.importorskip("transformers")
 
 # Tiny Hugging Face configurations: T5 1.0 (ReLU, tied, rescaled) and T5 1.1 (gated GELU,
@@ -182,7 +182,7 @@ def test_save_hf_round_trip_is_exact_and_transformers_reads_it(hf_checkpoint, tm
 def test_transformers_5_tied_unscaled_head_loads_as_a_copy(tmp_path):
     # transformers 5 saves a gated-GELU model with its head tied and not rescaled.
     torch.manual_seed(1)
-    config = transformers.T5Config.from_dict({**TINY_HF, "feed_forward_proj": "gated-gelu", "tie_word_embeddings": False})
+    config = transformers.T5Config.from_dict(HF_VARIANTS["t5_1_1"])
     transformers.T5ForConditionalGeneration(config).save_pretrained(tmp_path)
     reference = transformers.T5ForConditionalGeneration.from_pretrained(tmp_path).eval()
     model = checkpoints.load_model(tmp_path)
@@ -224,7 +224,9 @@ def test_cached_decoding_equals_full_recomputation():
     np.testing.assert_array_equal(cached, full)
     assert len(np.unique(cached[:, 1:])) > 3, cached  # not one repeated token
     # keras-hub's samplers reorder the cache: one beam is greedy search; three beams run.
-    beam = lambda n: make_generate_fn(model, sampler=keras_hub.samplers.BeamSampler(num_beams=n), **kwargs)  # noqa: E731
+    def beam(n):
+        return make_generate_fn(model, sampler=keras_hub.samplers.BeamSampler(num_beams=n), **kwargs)
+
     np.testing.assert_array_equal(beam(1)(enc, mask)["token_ids"].numpy(), cached)
     assert beam(3)(enc, mask)["token_ids"].shape == (3, 24)
     # Step logits equal the full model's logits at every position (teacher forcing).
@@ -303,3 +305,18 @@ def test_keras_hub_t5_backbone_preset_loads_with_equal_outputs(tmp_path):
     real = enc_mask.astype(bool)
     np.testing.assert_allclose(_encoder_outputs(model, enc, enc_mask)[real],
                                np.asarray(out["encoder_sequence_output"])[real], atol=1e-4, rtol=1e-4)
+
+
+def test_sentencepiece_tokenizer_round_trips_through_hugging_face_files(tmp_path):
+    from bigkeras.data import sentencepiece_tokenizer
+
+    tokenizer = sentencepiece_tokenizer(SOURCES * 20, vocabulary_size=48)
+    model = bigkeras.build("t5_tiny", vocab_size=tokenizer.vocabulary_size())
+    out = checkpoints.save_hf(model, tmp_path, tokenizer=tokenizer)
+    theirs = transformers.AutoTokenizer.from_pretrained(out)
+    ours = checkpoints.load_tokenizer(out)
+    texts = ["normalize date: 4. März 1998", "normalize date: 12 May 2001"]
+    want = theirs(texts)["input_ids"]
+    assert all(row[-1] == 1 for row in want)  # Hugging Face ends with </s>, and so do we
+    assert [list(map(int, row)) for row in ours(texts)] == want
+    assert np.asarray(ours.detokenize(ours(texts))).astype(str).tolist() == texts

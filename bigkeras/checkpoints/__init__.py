@@ -152,8 +152,9 @@ def save_hf(model, path: str | os.PathLike, tokenizer=None) -> pathlib.Path:
         model: a ``BertBackbone``, a model built on one (a classifier: its backbone is
             written), a ``GPT`` or a ``T5``.
         path: the directory (created).
-        tokenizer: optional keras-hub WordPiece or byte-pair tokenizer, written as
-            ``vocab.txt`` or ``vocab.json`` + ``merges.txt`` with its tokenizer config.
+        tokenizer: optional keras-hub WordPiece, byte-pair or SentencePiece tokenizer, written
+            as ``vocab.txt``, ``vocab.json`` + ``merges.txt`` or ``spiece.model`` with its
+            tokenizer config.
 
     Returns:
         The directory, which ``transformers`` (``BertModel``/``GPT2LMHeadModel``/
@@ -168,7 +169,8 @@ def save_hf(model, path: str | os.PathLike, tokenizer=None) -> pathlib.Path:
     directory = pathlib.Path(path)
     huggingface.save(model, directory)
     if tokenizer is not None:
-        tokenizers.save_tokenizer(tokenizer, directory, max_length=model.arguments["sequence_length"])
+        # T5 has relative positions: no longest sequence; 512 is its tokenizers' setting.
+        tokenizers.save_tokenizer(tokenizer, directory, max_length=model.arguments.get("sequence_length", 512))
     return directory
 
 

@@ -302,8 +302,8 @@ def save(model, directory: pathlib.Path) -> None:
         tensors = {f"transformer.{k}": v for k, v in export(gpt2_table(model)).items()}
     else:
         raise CheckpointError(
-            f"save_hf writes a bigkeras BertBackbone, GPT or T5 (or a model built on a BertBackbone), got {type(model).__name__} "
-            f"{model.name!r}."
+            f"save_hf writes a bigkeras BertBackbone or GPT (or a model built on one) or a T5, got "
+            f"{type(model).__name__} {model.name!r}."
         )
     directory.mkdir(parents=True, exist_ok=True)
     (directory / CONFIG).write_text(json.dumps(config, indent=2) + "\n")

@@ -140,7 +140,8 @@ def _t5_parts(theirs, arguments):
 
     def block(layer):
         decoder = layer.is_decoder
-        bias = layer.self_attention.relative_attention_bias if layer.self_attention.use_relative_attention_bias else None
+        own = layer.self_attention
+        bias = own.relative_attention_bias if own.use_relative_attention_bias else None
         return SimpleNamespace(
             self_attention=attention(layer.self_attention), self_attention_norm=norm(layer.self_attention_layer_norm),
             position_bias=None if bias is None else SimpleNamespace(embeddings=bias),

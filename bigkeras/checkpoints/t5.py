@@ -51,7 +51,7 @@ def t5_arguments(config: dict, source) -> dict:
             f"activations: {', '.join(ACTIVATIONS)} (e.g. 'relu', 'gated-gelu')."
         )
     arguments = {ours: config[theirs] for theirs, ours in FIELDS.items() if theirs in config}
-    missing = [theirs for theirs in ("vocab_size", "d_model", "num_heads", "d_ff", "num_layers") if theirs not in config]
+    missing = [field for field in ("vocab_size", "d_model", "num_heads", "d_ff", "num_layers") if field not in config]
     if missing:
         raise CheckpointError(f"{source} lacks the T5Config field(s) {', '.join(missing)}.")
     arguments.setdefault("num_decoder_layers", config["num_layers"])
@@ -146,7 +146,8 @@ def t5_table(model) -> list[Tensor]:
                     Tensor(f"{key}.1.layer_norm.weight", block.cross_attention_norm.scale),
                 ]
                 ffn = 2
-            table += [*_feed_forward(f"{key}.{ffn}", block), Tensor(f"{key}.{ffn}.layer_norm.weight", block.ffn_norm.scale)]
+            table += [*_feed_forward(f"{key}.{ffn}", block),
+                      Tensor(f"{key}.{ffn}.layer_norm.weight", block.ffn_norm.scale)]
         table.append(Tensor(f"{side}.final_layer_norm.weight", (model.encoder_norm if side == "encoder" else
                                                                  model.decoder_norm).scale))
     if not model.arguments["tie_embeddings"]:  # Keras (hidden, vocab); a PyTorch Linear (vocab, hidden)

@@ -3,6 +3,7 @@
 - WordPiece (BERT): ``vocab.txt``, with the lower-casing and accent stripping that the
   checkpoint's ``tokenizer.json`` normaliser (or ``tokenizer_config.json``) sets.
 - Byte-level BPE (GPT-2): ``vocab.json`` + ``merges.txt``.
+- SentencePiece (T5): ``spiece.model``, read by keras-hub's ``T5Tokenizer`` (pad 0, end 1).
 - keras-hub preset directories: their own saved tokenizer.
 """
 
@@ -17,6 +18,8 @@ from bigkeras.layers.tokenizers import HuggingFaceBertTokenizer
 BERT_SPECIAL_TOKENS = {"cls_token": "[CLS]", "sep_token": "[SEP]", "pad_token": "[PAD]", "mask_token": "[MASK]",
                        "unk_token": "[UNK]"}  # fmt: skip
 GPT2_SPECIAL_TOKENS = {"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>"}
+T5_SPECIAL_TOKENS = {"eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>"}
+SENTENCEPIECE = "spiece.model"  # Hugging Face T5's SentencePiece model file
 
 
 def load_tokenizer(directory: pathlib.Path):
@@ -25,8 +28,9 @@ def load_tokenizer(directory: pathlib.Path):
     Returns:
         A ``keras_hub.models.BertTokenizer`` that normalises text as Hugging Face does
         (``HuggingFaceBertTokenizer``, from ``vocab.txt``), a ``GPT2Tokenizer``
-        (``vocab.json`` + ``merges.txt``) or a keras-hub preset's own tokenizer, with the
-        checkpoint's special tokens at the checkpoint's ids.
+        (``vocab.json`` + ``merges.txt``), a ``T5Tokenizer`` (``spiece.model``; it ends each
+        text with ``</s>``, as Hugging Face's does) or a keras-hub preset's own tokenizer, with
+        the checkpoint's special tokens at the checkpoint's ids.
     """
     import keras_hub
 
@@ -40,11 +44,17 @@ def load_tokenizer(directory: pathlib.Path):
         return keras_hub.models.GPT2Tokenizer(
             vocabulary=str(directory / "vocab.json"), merges=str(directory / "merges.txt")
         )
+    if (directory / SENTENCEPIECE).is_file():
+        try:
+            # As Hugging Face's T5 tokenizer: "</s>" ends every text (pre-trained T5 expects it).
+            return keras_hub.models.T5Tokenizer(proto=(directory / SENTENCEPIECE).read_bytes(), add_eos=True)
+        except ValueError as error:  # a special token missing from the model
+            raise CheckpointError(f"{directory / SENTENCEPIECE}: {error}") from None
     if (directory / "tokenizer.json").is_file() and (directory / "assets").is_dir():
         return keras_hub.models.Tokenizer.from_preset(str(directory))
     raise CheckpointError(
         f"{directory} has no tokenizer files bigkeras reads: vocab.txt (WordPiece), vocab.json + merges.txt "
-        "(GPT-2 byte-level BPE) or a keras-hub preset's tokenizer.json + assets/."
+        f"(GPT-2 byte-level BPE), {SENTENCEPIECE} (T5 SentencePiece) or a keras-hub preset's tokenizer.json + assets/."
     )
 
 
@@ -74,7 +84,7 @@ def _check_special_tokens(vocab: pathlib.Path, tokens) -> None:
 
 
 def save_tokenizer(tokenizer, directory: pathlib.Path, *, max_length: int) -> None:
-    """Write a keras-hub WordPiece or byte-pair tokenizer as Hugging Face tokenizer files."""
+    """Write a keras-hub WordPiece, byte-pair or SentencePiece tokenizer as Hugging Face tokenizer files."""
     import keras_hub
 
     if isinstance(tokenizer, keras_hub.tokenizers.WordPieceTokenizer):
@@ -89,9 +99,16 @@ def save_tokenizer(tokenizer, directory: pathlib.Path, *, max_length: int) -> No
         merges = [m for m in tokenizer.merges if not m.lstrip().startswith("#version:")]
         (directory / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
         settings, special = {"tokenizer_class": "GPT2Tokenizer", "model_max_length": max_length}, GPT2_SPECIAL_TOKENS
+    elif isinstance(tokenizer, keras_hub.tokenizers.SentencePieceTokenizer):
+        proto = tokenizer.proto
+        (directory / SENTENCEPIECE).write_bytes(proto if isinstance(proto, bytes) else pathlib.Path(proto).read_bytes())
+        # No <extra_id_*> sentinels beyond the model's own pieces: the vocabulary is the model's.
+        settings = {"tokenizer_class": "T5Tokenizer", "extra_ids": 0, "model_max_length": max_length}
+        special = T5_SPECIAL_TOKENS
     else:
         raise CheckpointError(
-            f"save_hf writes WordPiece or byte-pair keras-hub tokenizers, got {type(tokenizer).__name__}."
+            "save_hf writes WordPiece, byte-pair or SentencePiece keras-hub tokenizers, got "
+            f"{type(tokenizer).__name__}."
         )
     (directory / "tokenizer_config.json").write_text(json.dumps({**settings, **special}, indent=2) + "\n")
     (directory / "special_tokens_map.json").write_text(json.dumps(special, indent=2) + "\n")

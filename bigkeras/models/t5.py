@@ -125,7 +125,8 @@ class T5(TransformerModel):
         if key_value_dim is None:
             if hidden_dim % num_heads:
                 raise ValueError(
-                    f"`hidden_dim` ({hidden_dim}) must be divisible by `num_heads` ({num_heads}), or pass `key_value_dim`."
+                    f"`hidden_dim` ({hidden_dim}) must be divisible by `num_heads` ({num_heads}), or pass "
+                    "`key_value_dim`."
                 )
             key_value_dim = hidden_dim // num_heads
         checks.positive_int("key_value_dim", key_value_dim)
