@@ -157,7 +157,8 @@ def test_hugging_face_t5_loads_with_equal_outputs_and_greedy_tokens(hf_checkpoin
         hf_tokens = reference.generate(input_ids=torch.tensor(enc), attention_mask=torch.tensor(enc_mask),
                                        do_sample=False, max_new_tokens=12, min_new_tokens=12,
                                        decoder_start_token_id=0, eos_token_id=None, use_cache=False).numpy()
-    tokens = generate(model, enc, 12, prompt_mask=enc_mask, start_token_id=0)["token_ids"]
+    decode = make_generate_fn(model, max_length=13, start_token_id=0, jit_compile=False)  # XLA compiles slowly
+    tokens = decode(enc.astype("int32"), enc_mask.astype("int32"))["token_ids"].numpy()
     np.testing.assert_array_equal(tokens, hf_tokens)
     assert len(np.unique(tokens)) > 5, tokens
 
@@ -177,6 +178,19 @@ def test_save_hf_round_trip_is_exact_and_transformers_reads_it(hf_checkpoint, tm
     enc, enc_mask, dec = _hf_inputs()
     np.testing.assert_array_equal(_hf_logits(reloaded, enc, enc_mask, dec)[0],
                                   _hf_logits(reference, enc, enc_mask, dec)[0])
+
+
+@pytest.mark.parametrize("variant", ["t5", "t5_1_1"])
+def test_bigkeras_t5_saved_with_save_hf_runs_in_transformers_with_equal_logits(tmp_path, variant):
+    gated = variant == "t5_1_1"
+    model = t5(**{**PRESETS["tiny"], "num_decoder_layers": 3, "key_value_dim": 8, "num_heads": 3,
+                  "num_buckets": 8, "max_distance": 16, "use_gated_activation": gated, "tie_embeddings": not gated,
+                  "activation": "gelu_approximate" if gated else "relu"})
+    reference = transformers.T5ForConditionalGeneration.from_pretrained(checkpoints.save_hf(model, tmp_path)).eval()
+    assert reference.config.feed_forward_proj == ("gated-gelu" if gated else "relu")
+    enc, enc_mask, dec = _hf_inputs()
+    np.testing.assert_allclose(_hf_logits(reference, enc, enc_mask, dec)[0],
+                               np.asarray(model(_bigkeras_inputs(enc, enc_mask, dec))), atol=1e-4, rtol=1e-4)
 
 
 def test_transformers_5_tied_unscaled_head_loads_as_a_copy(tmp_path):

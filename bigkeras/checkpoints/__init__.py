@@ -5,6 +5,7 @@
     classifier = checkpoints.load_model("all-MiniLM-L6-v2", num_classes=2)  # + a new head
     tokenizer = checkpoints.load_tokenizer("all-MiniLM-L6-v2")       # keras-hub BertTokenizer
     gpt = checkpoints.load_model("path/to/gpt2")                    # a GPT, tied head
+    t5 = checkpoints.load_model("path/to/t5-small")                 # a T5 (T5ForConditionalGeneration)
     resnet = checkpoints.load_model("resnet50_weights.h5", arch="ResNet50")
     checkpoints.save_hf(backbone, "out/", tokenizer=tokenizer)     # Hugging Face loads it as is
     checkpoints.save_adapters(lora_model, "adapters.safetensors")   # LoRA adapters + head only
@@ -13,7 +14,8 @@ Sources:
 
 - Hugging Face directories (``config.json`` + ``model.safetensors``): BERT bodies ->
   ``BertBackbone``; GPT-2 -> ``GPT`` (``huggingface``); T5 -> ``T5`` (``t5``).
-- keras-hub preset directories of ``BertBackbone`` and ``GPT2Backbone`` (``keras_hub_presets``).
+- keras-hub preset directories of ``BertBackbone``, ``GPT2Backbone`` and ``T5Backbone``
+  (``keras_hub_presets``).
 - keras.applications weights files (``.h5`` with ``arch=``) -> the bigkeras ResNet, VGG and
   Inception-v3 builders (``applications``).
 

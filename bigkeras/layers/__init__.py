@@ -5,6 +5,8 @@ from bigkeras.layers.transformer import (
     TokenAndPositionEmbedding,
     TransformerEncoderBlock,
 )
+from bigkeras.layers.t5 import RelativePositionBias, RMSNorm, T5Attention, T5Block
 from bigkeras.layers.tokenizers import HuggingFaceBertTokenizer
 
-__all__ = ["HuggingFaceBertTokenizer", "MaskedMeanPooling", "TokenAndPositionEmbedding", "TransformerEncoderBlock"]
+__all__ = ["HuggingFaceBertTokenizer", "MaskedMeanPooling", "RMSNorm", "RelativePositionBias", "T5Attention", "T5Block",
+           "TokenAndPositionEmbedding", "TransformerEncoderBlock"]
