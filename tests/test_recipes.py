@@ -34,7 +34,7 @@ RECIPES = {  # name -> the signatures (and their inputs) its export must have
 VIA_CLI = "fashion_mnist_mlp"  # runs as `bigkeras train NAME`, the others as `python recipes/NAME.py`
 EXTRA_FLAGS = {  # recipe-specific flags exercised by the smoke run
     "fashion_mnist_resnet20": ["--augment"],
-    "reviews_minilm": ["--lora-rank", "2", "--quantize", "int8"],
+    "reviews_minilm": ["--lora-rank", "2"],  # int8 exports: tests/test_lora.py (a smoke model's near-tied logits flip)
 }
 RESULT_KEYS = {"recipe", "data", "metric", "value", "wall_seconds", "command", "export"}
 
