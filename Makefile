@@ -9,6 +9,8 @@ REQ_HASH   := $(shell cat setup.cfg pyproject.toml | sha256sum | cut -c1-16)
 VENV_DIR   := $(VENV_CACHE)/$(REQ_HASH)
 PY         := .venv/bin/python
 APT_DATA   := dataset-fashion-mnist trans-de-en
+# `ip netns` (iproute2): the multi-host training test makes its own hosts.
+APT_TOOLS  := iproute2
 PYTEST_ARGS ?=
 
 # The cached venv may be shared by several clones: this clone's sources always come first.
@@ -16,7 +18,7 @@ export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 export KERAS_BACKEND = tensorflow
 export TF_CPP_MIN_LOG_LEVEL = 2
 
-.PHONY: test demo venv data clean help
+.PHONY: test demo venv data tools clean help
 
 help:
 	@echo "make test   install everything (first run: minutes) and run the test suite"
@@ -39,7 +41,8 @@ $(STAMP): setup.cfg pyproject.toml
 	  || { tail -n 30 build/install.log; echo "!! installing the environment failed: see build/install.log"; exit 1; }; \
 	else echo "== reusing the virtual environment $(VENV_DIR)"; fi
 	@rm -rf .venv && ln -s "$(VENV_DIR)" .venv
-	@$(PY) -m pip install --no-deps --no-build-isolation -e . > build/install-editable.log 2>&1 \
+	@# Without PYTHONPATH, so that pip sees (and replaces) the non-editable copy installed above.
+	@PYTHONPATH= $(PY) -m pip install --no-deps --no-build-isolation -e . > build/install-editable.log 2>&1 \
 	  || { cat build/install-editable.log; exit 1; }
 	@touch $@
 
@@ -55,7 +58,19 @@ data:
 	  fi; \
 	fi
 
-test: venv data
+tools:
+	@missing=""; for p in $(APT_TOOLS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    echo "== installing Debian packages for the tests:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else \
+	    echo "!! Debian packages$$missing are missing and apt-get (as root) is not available;"; \
+	    echo "!! the multi-host training test skips. Install them with: sudo apt-get install$$missing"; \
+	  fi; \
+	fi
+
+test: venv data tools
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: venv data

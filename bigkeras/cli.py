@@ -19,7 +19,21 @@ import runpy
 import shlex
 import sys
 
-RECIPES = pathlib.Path(__file__).resolve().parent.parent / "recipes"
+
+
+def _recipes_dir() -> pathlib.Path:
+    """The source tree's recipes/, or the copy an installed wheel carries as data files
+    (``<prefix>/share/bigkeras/recipes``, setup.cfg), so `bigkeras train NAME` works anywhere."""
+    here = pathlib.Path(__file__).resolve()
+    shared = pathlib.Path("share", "bigkeras", "recipes")
+    prefixes = [here.parents[4]] if len(here.parents) > 4 else []  # <prefix>/lib/pythonX.Y/site-packages/bigkeras
+    for candidate in (here.parent.parent / "recipes", *(p / shared for p in (*prefixes, pathlib.Path(sys.prefix)))):
+        if candidate.is_dir():
+            return candidate
+    return here.parent.parent / "recipes"
+
+
+RECIPES = _recipes_dir()
 SERVING_IMAGE = "tensorflow/serving"
 
 

@@ -51,6 +51,57 @@ def get_sampler(sampler):
     return keras_hub.samplers.get(sampler)
 
 
+class SeededTopPSampler(keras_hub.samplers.Sampler):
+    """Top-p (nucleus) sampling whose draws depend only on ``seed`` and the position: exportable.
+
+    Holtzman et al., 2020, "The Curious Case of Neural Text Degeneration". keras-hub's
+    ``TopPSampler`` draws from a ``keras.random.SeedGenerator``, a variable that advances on
+    every call: an export would have to track it, and the same request would give new text
+    each time, so no parity check of the export could pass. This sampler keeps the same
+    nucleus (the most probable tokens whose probabilities, before the last one, sum to at
+    most ``p``) but draws with ``tf.random.stateless_categorical`` seeded by ``(seed,
+    position)``: a completion is a fixed function of the prompt, like greedy decoding, without
+    greedy's loops. Rows of a batch draw independently.
+
+    Args:
+        p: float in [0, 1], the nucleus mass (0 is greedy). Default 0.9.
+        k: optional int, keep at most the ``k`` most probable tokens before the nucleus.
+        seed: int, the draws' seed. Default 0.
+        temperature: float, divides the logits first. Default 1.
+
+    Example:
+        >>> sigs = gpt_signatures(model, tokenizer, max_length=128, sampler=SeededTopPSampler(p=0.9))
+    """
+
+    def __init__(self, p: float = 0.9, k: int | None = None, seed: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        self.p = checks.fraction("p", p, inclusive_high=True)
+        self.k = None if k is None else checks.positive_int("k", k)
+        self.seed = int(seed)
+        self._index = None  # the position being sampled, set in each loop step
+
+    def __call__(self, next, prompt, *args, **kwargs):
+        def next_at(prompt, cache, index):
+            self._index = index  # read by get_next_token in the same step of the loop
+            return next(prompt, cache, index)
+
+        return super().__call__(next_at, prompt, *args, **kwargs)
+
+    def get_next_token(self, probabilities):
+        probabilities = tf.convert_to_tensor(probabilities)
+        k = tf.shape(probabilities)[-1] if self.k is None else tf.minimum(self.k, tf.shape(probabilities)[-1])
+        top, ids = tf.math.top_k(probabilities, k=k)  # (batch, k), sorted
+        keep = tf.math.cumsum(top, axis=-1, exclusive=True) <= self.p  # the first token always
+        logits = tf.where(keep, tf.math.log(top), tf.constant(-1e9, top.dtype))
+        index = tf.constant(0) if self._index is None else tf.cast(self._index, tf.int32)
+        seed = tf.stack([tf.constant(self.seed, tf.int32), index])
+        choice = tf.random.stateless_categorical(logits, 1, seed=seed, dtype=tf.int32)  # (batch, 1)
+        return tf.gather(ids, choice, batch_dims=1)[:, 0]
+
+    def get_config(self):
+        return {**super().get_config(), "p": self.p, "k": self.k, "seed": self.seed}
+
+
 def make_generate_fn(
     model: keras.Model,
     *,

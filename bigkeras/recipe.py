@@ -389,11 +389,16 @@ def publish(
         details: optional JSON-ready extras for ``results.json`` (baselines, other splits).
 
     Returns:
-        The ``results.json`` record (``finish``'s keys, plus ``details`` when given).
+        The ``results.json`` record (``finish``'s keys, plus ``details`` when given); on a
+        multi-worker run's other workers (not the chief) nothing is written or exported and
+        the record has no ``export``.
     """
     from bigkeras.serving import export_saved_model, verify, write_model_config
     from bigkeras.serving.deploy import INT8_TOLERANCE
 
+    if not getattr(result, "is_chief", True):
+        print(f"\n{args.name}: not the chief worker: the chief writes the results and the export.", flush=True)
+        return {"recipe": args.name, "data": dataset.name, "metric": metric, "value": round(float(value), 4)}
     run_dir = pathlib.Path(result.run_dir)
     (run_dir / "samples.json").write_text(json.dumps(list(samples), indent=2, ensure_ascii=False) + "\n")
     path = export_saved_model(result.model, args.name, base_dir=args.export_dir, signatures=signatures)

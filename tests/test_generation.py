@@ -95,3 +95,28 @@ def test_bad_arguments_name_the_argument(model):
         make_generate_fn(build("mlp_tiny"), max_length=4)
     with pytest.raises(tf.errors.InvalidArgumentError, match="shorter than max_length"):
         make_generate_fn(model, max_length=3)(*left_pad([[1, 2, 3]]))
+
+
+def test_seeded_top_p_draws_inside_the_nucleus_and_repeats_itself(model):
+    from bigkeras.generation import SeededTopPSampler
+
+    def sample(sampler, prompts, steps):
+        fn = make_generate_fn(model, max_length=len(prompts[0]) + steps, sampler=sampler, jit_compile=False)
+        return fn(*(tf.constant(a) for a in left_pad(prompts)))["token_ids"].numpy()
+
+    greedy = generate(model, PROMPTS[:1], 4)["token_ids"]
+    np.testing.assert_array_equal(sample(SeededTopPSampler(p=0.0), PROMPTS[:1], 4), greedy)  # p=0 is greedy
+
+    hot = SeededTopPSampler(p=1.0, temperature=5.0, seed=4)
+    first = sample(hot, [[5, 6, 7]] * 64, 3)
+    np.testing.assert_array_equal(sample(SeededTopPSampler(p=1.0, temperature=5.0, seed=4), [[5, 6, 7]] * 64, 3), first)
+    assert len({tuple(r) for r in first[:, 3:]}) > 32  # rows and positions draw independently
+    assert (sample(SeededTopPSampler(p=1.0, temperature=5.0, seed=5), [[5, 6, 7]] * 64, 3) != first).any()
+
+    probs = tf.nn.softmax(model({"token_ids": tf.constant([[5, 6, 7]]), "padding_mask": tf.ones((1, 3), tf.int32)})[0, -1] / 5.0)
+    order = np.argsort(-probs.numpy())
+    nucleus = order[: int(np.searchsorted(np.cumsum(probs.numpy()[order]), 0.5, side="right")) + 1]
+    drawn = sample(SeededTopPSampler(p=0.5, temperature=5.0), [[5, 6, 7]] * 200, 1)[:, -1]
+    assert set(drawn) <= set(nucleus) and len(set(drawn)) > 1
+    with pytest.raises(ValueError, match="`p` must be a number in"):
+        SeededTopPSampler(p=1.5)

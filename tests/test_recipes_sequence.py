@@ -17,7 +17,7 @@ import tensorflow as tf
 from tests.helpers import passed_smoke_run, run_recipes_smoke
 
 RECIPES = {  # name -> (metric, signature, its input, the sample keys)
-    "bible_gpt": ("test_perplexity", "generate", "prompt", {"prompt", "completion"}),
+    "bible_gpt": ("test_bits_per_byte", "generate", "prompt", {"prompt", "completion"}),
     "bible_bert": ("test_accuracy", "serving_default", "text", {"example", "label", "predicted"}),
     "dates_seq2seq": ("test_exact_match", "translate", "source", {"source", "target", "prediction", "correct"}),
     "de_en_seq2seq": ("test_bleu", "translate", "source", {"source", "reference", "translation"}),
@@ -43,7 +43,7 @@ def test_sequence_recipe_smoke_run_records_exports_and_serves_text(smoke_runs, n
     run_dir, results, export_dir = passed_smoke_run(smoke_runs, name)
     metric, signature, input_name, sample_keys = RECIPES[name]
     assert set(results) == RESULT_KEYS and results["recipe"] == name and results["metric"] == metric
-    low, high = (1.0, 256.0) if metric == "test_perplexity" else (0.0, 1.0)
+    low, high = (0.0, 16.0) if metric == "test_bits_per_byte" else (0.0, 1.0)
     assert low <= results["value"] <= high and results["wall_seconds"] > 0
     assert "--smoke" in results["command"]
     for artifact in ("config.json", "history.csv", "curves.png", "last.keras"):
@@ -66,7 +66,9 @@ def test_sequence_recipe_smoke_run_records_exports_and_serves_text(smoke_runs, n
 
 @pytest.mark.slow
 def test_recipe_scores_are_what_the_export_serves(smoke_runs):
-    """The dates score comes from the translate signature: the export must say the same."""
+    """The dates score and the GPT samples come from the exported signatures: they must say the same."""
+    import tensorflow_text  # noqa: F401  (the GPT export's BPE split ops)
+
     runs, _ = smoke_runs
     run_dir = runs["dates_seq2seq"][1]
     results = json.loads((run_dir / "results.json").read_text())
@@ -77,8 +79,17 @@ def test_recipe_scores_are_what_the_export_serves(smoke_runs):
     assert [s["correct"] for s in samples] == [s["prediction"] == s["target"] for s in samples]
 
     gpt = json.loads((runs["bible_gpt"][1] / "results.json").read_text())["details"]
-    assert {"validation_perplexity", "test_perplexity", "validation_unigram_perplexity",
-            "test_unigram_perplexity"} == set(gpt)
+    assert {"validation_bits_per_byte", "test_bits_per_byte", "xz_test_bits_per_byte", "bzip2_test_bits_per_byte",
+            "zlib_test_bits_per_byte", "vocabulary_size", "parameters", "bytes_per_token"} == set(gpt)
+    assert 257 < gpt["vocabulary_size"] <= 512 and gpt["bytes_per_token"] > 1.5  # BPE, learned on the smoke slice
+    assert 0 < gpt["xz_test_bits_per_byte"] < gpt["zlib_test_bits_per_byte"] < 8
+    gpt_run = runs["bible_gpt"][1]
+    assert {"vocab.json", "merges.txt"} <= {p.name for p in (gpt_run / "tokenizer").iterdir()}
+    generate = tf.saved_model.load(json.loads((gpt_run / "results.json").read_text())["export"]).signatures["generate"]
+    gpt_samples = json.loads((gpt_run / "samples.json").read_text())
+    served = generate(prompt=tf.constant([s["prompt"] for s in gpt_samples]), max_new_tokens=tf.constant(96))
+    got = [c.decode("utf-8", "replace") for c in served["completion"].numpy()]
+    assert got == [s["completion"] for s in gpt_samples]  # seeded top-p: the same completion per prompt
     bert_pretraining = runs["bible_bert"][1] / "pretraining"
     assert (bert_pretraining / "history.csv").is_file()
 

@@ -5,7 +5,8 @@
 """
 
 from bigkeras.training.config import TrainConfig
+from bigkeras.training.faults import WorkerLostError
 from bigkeras.training.strategy import configure_cpu_replicas, make_strategy
 from bigkeras.training.train import TrainResult, train
 
-__all__ = ["TrainConfig", "TrainResult", "train", "make_strategy", "configure_cpu_replicas"]
+__all__ = ["TrainConfig", "TrainResult", "train", "make_strategy", "configure_cpu_replicas", "WorkerLostError"]

@@ -21,6 +21,7 @@ import tensorflow as tf
 from bigkeras.training import strategy as strategies
 from bigkeras.training.callbacks import Checkpoints, FaultTolerance, HistoryLog, PreciseBatchNorm, restore_backup
 from bigkeras.training.config import TrainConfig
+from bigkeras.training.faults import watch_peers
 from bigkeras.training.lora import enable_lora
 from bigkeras.training.loop import fit_distributed
 from bigkeras.training.optim import make_optimizer
@@ -34,11 +35,14 @@ class TrainResult:
         model: the trained ``keras.Model``.
         history: ``{metric: [value per epoch]}`` over the whole run, resumed epochs included.
         run_dir: where the checkpoints, history, curves and logs were written.
+        is_chief: whether this process wrote ``run_dir`` (False on the other workers of a
+            multi-worker run: they must not write results or exports either).
     """
 
     model: keras.Model
     history: dict[str, list[float]]
     run_dir: Path
+    is_chief: bool = True
 
 
 def train(
@@ -60,6 +64,24 @@ def train(
     ``history.csv``, ``curves.png``, ``best.keras``/``last.keras``, a ``backup/`` for
     fault tolerance (a rerun with ``resume=True`` continues from it) and TensorBoard
     ``logs/``. On several workers only the chief writes there.
+
+    Sharding across workers (``MultiWorkerMirroredStrategy``): the auto-shard policy the
+    dataset carries is respected. ``OFF`` (the dataset is already this worker's share, as
+    ``read_tfrecords(num_workers=n, worker_index=i)`` returns), ``FILE`` (each worker reads
+    whole files, as a ``read_tfrecords(num_workers=1)`` dataset asks), ``DATA`` and
+    ``HINT`` are kept as they are. Only a dataset whose policy is unset (``AUTO``, e.g.
+    ``from_tensor_slices``) gets ``DATA``: every worker runs the whole pipeline and keeps
+    its part of each global batch, so the run matches one process at the same global batch.
+    With ``OFF`` or ``FILE`` each worker consumes ``global batch / workers`` examples of its
+    own share per step; set ``config.steps_per_epoch`` (TFRecord lengths are unknown) so
+    that an epoch is one pass over the shares.
+
+    A lost worker: on several workers a thread probes the other workers while training;
+    when one dies the survivors' collectives are aborted and ``train()`` raises
+    ``bigkeras.training.faults.WorkerLostError`` (a ``RuntimeError``) instead of hanging,
+    within ``faults.DETECTION_BOUND_SECONDS``. Rerun the same command on every worker:
+    training resumes from the chief's last backup in ``run_dir/backup``, which every
+    worker must be able to read (a shared filesystem).
 
     Args:
         model: a registered model name (built with ``bigkeras.build(model, **model_kwargs)``)
@@ -105,7 +127,9 @@ def train(
         shutil.rmtree(backup_dir, ignore_errors=True)
 
     global_batch = config.batch_size * strategy.num_replicas_in_sync
-    steps_per_epoch = config.steps_per_epoch or _num_batches(train_data, global_batch)
+    steps_per_epoch = config.steps_per_epoch or _num_batches(
+        train_data, global_batch, _input_shares(train_data, strategy)
+    )
     # Optimizer steps in the run: what the schedules decay over.
     total_steps = max(config.epochs * steps_per_epoch // config.grad_accum_steps, 1)
 
@@ -165,14 +189,15 @@ def train(
         )
         if strategies.is_multi_worker(strategy):
             # Keras 3 fit fails under multi-worker collectives; see bigkeras/training/loop.py.
-            fit_distributed(
-                keras_model,
-                train_ds,
-                val_data=val_ds,
-                steps_per_epoch=steps_per_epoch,
-                steps_per_execution=config.steps_per_execution,
-                **fit_args,
-            )
+            with watch_peers(strategy, backup_dir):
+                fit_distributed(
+                    keras_model,
+                    train_ds,
+                    val_data=val_ds,
+                    steps_per_epoch=steps_per_epoch,
+                    steps_per_execution=config.steps_per_execution,
+                    **fit_args,
+                )
         else:
             keras_model.fit(
                 train_ds, validation_data=val_ds, steps_per_epoch=config.steps_per_epoch, shuffle=False, **fit_args
@@ -185,7 +210,7 @@ def train(
             "last finite weights.",
             stacklevel=2,
         )
-    return TrainResult(keras_model, history, Path(config.run_dir))
+    return TrainResult(keras_model, history, Path(config.run_dir), strategies.is_chief(strategy))
 
 
 def _build(model, model_kwargs) -> keras.Model:
@@ -211,8 +236,22 @@ def _check_dataset(name: str, data) -> None:
         raise ValueError(f"`{name}` must yield (features, label) or (features, label, weight) tuples, got {spec}.")
 
 
-def _num_batches(data: tf.data.Dataset, global_batch: int) -> int:
-    """Full global batches in one pass of the unbatched ``data``; raises if it is unknown."""
+def _input_shares(data: tf.data.Dataset, strategy: tf.distribute.Strategy) -> int:
+    """How many workers each hold a share like ``data``: the workers when its policy is
+    ``OFF`` (the dataset is this worker's share), else 1 (it is the whole input)."""
+    if not strategies.is_multi_worker(strategy):
+        return 1
+    if data.options().experimental_distribute.auto_shard_policy != tf.data.experimental.AutoShardPolicy.OFF:
+        return 1
+    return strategies.cluster_size()
+
+
+def _num_batches(data: tf.data.Dataset, global_batch: int, shares: int = 1) -> int:
+    """Steps in one pass of the unbatched ``data``; raises if its length is unknown.
+
+    A worker's own share (``shares`` workers, policy ``OFF``) is batched with the global
+    batch and each batch split into ``shares`` steps of ``global_batch / shares``.
+    """
     n = int(data.cardinality())
     if n < 0:
         raise ValueError(
@@ -224,7 +263,7 @@ def _num_batches(data: tf.data.Dataset, global_batch: int) -> int:
             f"`train_data` has {n} examples, fewer than one global batch of {global_batch} "
             "(`batch_size` x replicas); lower `batch_size`."
         )
-    return n // global_batch
+    return n // global_batch * shares
 
 
 def _pipeline(data, global_batch, *, training, repeat=False, skip=0):
@@ -237,9 +276,25 @@ def _pipeline(data, global_batch, *, training, repeat=False, skip=0):
         # With steps_per_epoch the stream runs on across epochs; a resumed run skips what
         # the epochs before it consumed, so it sees exactly the batches it would have.
         data = data.repeat().skip(skip)
+    return with_shard_policy(data).prefetch(tf.data.AUTOTUNE)
+
+
+def with_shard_policy(data: tf.data.Dataset) -> tf.data.Dataset:
+    """``data`` with the auto-shard policy ``train()`` distributes it with.
+
+    A policy the dataset already carries (``OFF``, ``FILE``, ``DATA``, ``HINT``) is kept:
+    the caller knows how its input is split (``read_tfrecords(num_workers=2,
+    worker_index=i)`` reads this worker's files and sets ``OFF``; a one-worker read sets
+    ``FILE``). Only an unset (``AUTO``) dataset gets ``DATA``: every worker runs the whole
+    pipeline and keeps its part of each global batch, so the workers together see the
+    batches one process would.
+    """
+    policy = tf.data.experimental.AutoShardPolicy
+    if data.options().experimental_distribute.auto_shard_policy != policy.AUTO:
+        return data
     options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    return data.with_options(options).prefetch(tf.data.AUTOTUNE)
+    options.experimental_distribute.auto_shard_policy = policy.DATA
+    return data.with_options(options)
 
 
 def _check_labels(x, y, *weights):
