@@ -85,7 +85,8 @@ def main():
         print(f"  {name:10s} {1 / best[name]:.2f} steps/s ({best[name] * 1000:.0f} ms/step)")
     print(f"  ratio bigkeras / keras-hub: {ratio:.3f} (target >= 1.0: {'met' if ratio >= 1.0 else 'MISSED'})")
     print("checkpoint load, best of 3 after a warm-up load:")
-    print(f"  bigkeras checkpoints.load_model       {best_load_seconds(lambda: checkpoints.load_model(CHECKPOINT)):.2f} s")
+    ours = best_load_seconds(lambda: checkpoints.load_model(CHECKPOINT))
+    print(f"  bigkeras checkpoints.load_model       {ours:.2f} s")
     hub = lambda: keras_hub.models.BertBackbone.from_preset(str(checkpoints.locate(CHECKPOINT)))  # noqa: E731
     print(f"  keras-hub BertBackbone.from_preset    {best_load_seconds(hub):.2f} s")
 

@@ -99,7 +99,8 @@ def test_embed_signature_equals_sentence_transformers(minilm, minilm_dir):
     settings = checkpoints.sentence_embedding_settings(MINILM)
     assert settings == {"pooling": "mean", "normalize": True, "sequence_length": 256}
     tokenizer = checkpoints.load_tokenizer(MINILM)
-    preprocessor = keras_hub.models.BertTextClassifierPreprocessor(tokenizer, sequence_length=settings["sequence_length"])
+    length = settings["sequence_length"]
+    preprocessor = keras_hub.models.BertTextClassifierPreprocessor(tokenizer, sequence_length=length)
     embed = embedding_signatures(minilm, preprocessor, pooling=settings["pooling"])["embed"]
     texts = HARD_CASES + [" ".join(["long"] * 500), "a great film", ""]
     ours = embed(text=tf.constant(texts))["embedding"].numpy()

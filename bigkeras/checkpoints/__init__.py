@@ -136,7 +136,9 @@ def _builder(overrides: dict):
                 )
             if key not in arguments and key != "name":
                 allowed = sorted({*arguments, "name"} - set(SHAPE_ARGUMENTS))
-                raise CheckpointError(f"unknown override {key!r} for a {kind} checkpoint; allowed: {', '.join(allowed)}.")
+                raise CheckpointError(
+                    f"unknown override {key!r} for a {kind} checkpoint; allowed: {', '.join(allowed)}."
+                )
         return {"bert": BertBackbone, "gpt": GPT, "t5": T5}[kind](**{**arguments, **overrides})
 
     return build
@@ -195,5 +197,7 @@ def sentence_embedding_settings(path: str | os.PathLike) -> dict:
         raise CheckpointError(f"{directory / '1_Pooling/config.json'}: only mean and CLS pooling are supported.")
     modules = read("modules.json") or []
     normalize = any(m.get("type", "").endswith("Normalize") for m in modules)
-    length = read("sentence_bert_config.json").get("max_seq_length") or read("config.json").get("max_position_embeddings", 512)
+    length = read("sentence_bert_config.json").get("max_seq_length") or read("config.json").get(
+        "max_position_embeddings", 512
+    )
     return {"pooling": mode, "normalize": normalize, "sequence_length": int(length)}

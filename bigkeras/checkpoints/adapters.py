@@ -109,7 +109,9 @@ def load_adapters(model, path: str | os.PathLike):
     variables = {v.path: v for v in model.trainable_weights}
     missing, unexpected = sorted(set(variables) - set(tensors)), sorted(set(tensors) - set(variables))
     if missing or unexpected:
-        raise CheckpointError(f"{path} does not fit {model.name!r}: missing {missing[:4]}, unexpected {unexpected[:4]}.")
+        raise CheckpointError(
+            f"{path} does not fit {model.name!r}: missing {missing[:4]}, unexpected {unexpected[:4]}."
+        )
     for key, variable in variables.items():
         if tuple(tensors[key].shape) != tuple(variable.shape):
             raise CheckpointError(

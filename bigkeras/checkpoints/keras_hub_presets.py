@@ -67,7 +67,9 @@ def load(directory: pathlib.Path, build):
 def _block(layer, **attention):
     # A keras-hub TransformerEncoder/Decoder under bigkeras' block part names.
     return SimpleNamespace(
-        **attention, attention_norm=layer._self_attention_layer_norm, self_attention_norm=layer._self_attention_layer_norm,
+        **attention,
+        attention_norm=layer._self_attention_layer_norm,
+        self_attention_norm=layer._self_attention_layer_norm,
         ffn_intermediate=layer._feedforward_intermediate_dense, ffn_output=layer._feedforward_output_dense,
         ffn_norm=layer._feedforward_layer_norm,
     )
@@ -100,7 +102,9 @@ def _gpt2_parts(theirs):
     return SimpleNamespace(
         token_embedding=theirs.token_embedding,
         position_embedding=SimpleNamespace(embeddings=theirs.position_embedding.position_embeddings),
-        blocks=[_block(layer, self_attention=fused(layer._self_attention_layer)) for layer in theirs.transformer_layers],
+        blocks=[
+            _block(layer, self_attention=fused(layer._self_attention_layer)) for layer in theirs.transformer_layers
+        ],
         final_norm=theirs.layer_norm,
     )
 

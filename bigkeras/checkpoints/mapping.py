@@ -108,7 +108,9 @@ def assign(
     if missing:
         raise CheckpointError(f"{source} lacks {len(missing)} tensor(s) the model needs: {_some(missing)}.")
     if unexpected:
-        raise CheckpointError(f"{source} has {len(unexpected)} tensor(s) this model has no place for: {_some(unexpected)}.")
+        raise CheckpointError(
+            f"{source} has {len(unexpected)} tensor(s) this model has no place for: {_some(unexpected)}."
+        )
     for entry in table:
         if entry.key in tensors and tuple(tensors[entry.key].shape) != entry.file_shape:
             raise CheckpointError(

@@ -95,7 +95,8 @@ def save_tokenizer(tokenizer, directory: pathlib.Path, *, max_length: int) -> No
                     "model_max_length": max_length}  # fmt: skip
         special = BERT_SPECIAL_TOKENS
     elif isinstance(tokenizer, keras_hub.tokenizers.BytePairTokenizer):
-        (directory / "vocab.json").write_text(json.dumps(dict(tokenizer.vocabulary), ensure_ascii=False), encoding="utf-8")
+        vocabulary = json.dumps(dict(tokenizer.vocabulary), ensure_ascii=False)
+        (directory / "vocab.json").write_text(vocabulary, encoding="utf-8")
         merges = [m for m in tokenizer.merges if not m.lstrip().startswith("#version:")]
         (directory / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
         settings, special = {"tokenizer_class": "GPT2Tokenizer", "model_max_length": max_length}, GPT2_SPECIAL_TOKENS

@@ -3,9 +3,11 @@
 Devlin et al., 2018, "BERT: Pre-training of Deep Bidirectional Transformers for Language
 Understanding" (https://arxiv.org/abs/1810.04805).
 
-- ``bert_backbone``: token + segment + position embeddings, post-norm encoder blocks, pooler.
+- ``bert_backbone``: token + segment + position embeddings, post-norm encoder blocks, pooler
+  (a ``BertBackbone``, which exposes those parts; ``bigkeras.checkpoints`` loads published
+  BERT weights into it).
 - ``bert_pretraining``: the backbone plus a masked-LM head (tied to the token embedding) and a
-  next-sentence head. It extends the backbone's own graph, so training it trains the backbone.
+  next-sentence head. The backbone is nested in it, so training it trains the backbone.
 - ``bert_classifier``: a pre-trained backbone (or a fresh one) plus a classification head;
   this is the builder registered as the ``bert`` family.
 
@@ -185,7 +187,8 @@ def bert_pretraining(*, backbone: keras.Model | None = None, **backbone_kwargs) 
 
     Args:
         backbone: a ``BertBackbone`` to pre-train, nested in the returned model (find it
-            there with ``isinstance(layer, BertBackbone)``); its weights are shared. Default: build one from ``backbone_kwargs``.
+            there with ``isinstance(layer, BertBackbone)``); its weights are shared. Default:
+            build one from ``backbone_kwargs``.
         **backbone_kwargs: ``bert_backbone`` arguments, when ``backbone`` is None.
 
     Returns:
@@ -266,7 +269,8 @@ class OutputBias(layers.Layer):
 
 
 def _inputs():
-    return {key: keras.Input(shape=(None,), dtype="int32", name=key) for key in ("token_ids", "segment_ids", "padding_mask")}
+    names = ("token_ids", "segment_ids", "padding_mask")
+    return {key: keras.Input(shape=(None,), dtype="int32", name=key) for key in names}
 
 
 def _init():
