@@ -218,11 +218,11 @@ def test_missing_package_files_are_named(tmp_path, name):
 
 
 def test_uninstalled_package_says_what_to_install():
-    path, how = data.datasets.package_file("bigkeras_no_such_pkg", "data/corpus.csv", pip="no-such-pkg")
+    path, how = data.base.package_file("bigkeras_no_such_pkg", "data/corpus.csv", pip="no-such-pkg")
     with pytest.raises(
         data.DataFileError, match="bigkeras_no_such_pkg not installed.*pip install no-such-pkg"
     ):
-        with data.datasets.reading(path, how):
+        with data.base.reading(path, how):
             pass
 
 

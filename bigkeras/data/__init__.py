@@ -10,7 +10,8 @@
 sizes and split (``bigkeras.data.images``, ``.text``, ``.pairs``).
 """
 
-from bigkeras.data.datasets import SEED, Data, DataFileError, Split, load, load_tfds, names, random_splits
+from bigkeras.data.base import SEED, Data, DataFileError, Split, random_splits
+from bigkeras.data.datasets import load, load_tfds, names
 from bigkeras.data.packing import BertSingleSegmentPreprocessor
 from bigkeras.data.pipeline import (
     augment_images,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bigkeras.data.datasets import Data, Split, package_file, random_splits, reading
+from bigkeras.data.base import Data, Split, package_file, random_splits, reading
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = (

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from bigkeras import checks
-from bigkeras.data.datasets import SEED, Data, Split, random_splits, reading, texts
+from bigkeras.data.base import SEED, Data, Split, random_splits, reading, texts
 
 DE_EN_DIR = Path("/usr/share/trans")
 _DE_EN_HOW = (

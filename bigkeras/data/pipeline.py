@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from bigkeras import checks
-from bigkeras.data.datasets import SEED
+from bigkeras.data.base import SEED
 
 WORDPIECE_RESERVED = ("[PAD]", "[CLS]", "[SEP]", "[UNK]", "[MASK]")
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bigkeras.data.datasets import (
+from bigkeras.data.base import (
     SEED,
     Data,
     Split,

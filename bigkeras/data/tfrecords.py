@@ -25,7 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from bigkeras import checks
-from bigkeras.data.datasets import DataFileError
+from bigkeras.data.base import DataFileError
 
 SHARD_TEMPLATE = "{prefix}-{index:05d}-of-{count:05d}.tfrecord"
 SPEC_SUFFIX = ".spec.json"
