@@ -143,10 +143,10 @@ def select_classes(dataset, classes: Sequence[int]):
 
 
 def scale_images(images, labels):
-    """uint8 pixels to float32 in [0, 1]; the serving signatures apply the same ``scale``."""
-    import tensorflow as tf
+    """uint8 pixels to float32 in [0, 1] (``prepare_images``, as the serving signatures do)."""
+    from bigkeras.data.preprocessing import prepare_images
 
-    return tf.cast(images, tf.float32) / 255.0, labels
+    return prepare_images(images), labels
 
 
 def token_ids(vectorizer, texts) -> np.ndarray:
@@ -161,18 +161,13 @@ def image_preprocessor(height: int, width: int, channels: int):
     """A ``map_fn`` taking uint8 ``(h, w, c)`` images to float32 ``(height, width, channels)``.
 
     Scales to [0, 1], resizes (bilinear) when the size differs, and converts grey to RGB or
-    RGB to grey when the channels differ: what the ``serving_bytes`` signature does in-graph.
+    RGB to grey when the channels differ: ``prepare_images``, which the ``serving_bytes``
+    signature applies in-graph too.
     """
-    import tensorflow as tf
+    from bigkeras.data.preprocessing import prepare_images
 
     def preprocess(images, labels):
-        images, labels = scale_images(images, labels)
-        if images.shape[-1] != channels:
-            convert = tf.image.grayscale_to_rgb if channels == 3 else tf.image.rgb_to_grayscale
-            images = convert(images)
-        if tuple(images.shape[-3:-1]) != (height, width):
-            images = tf.image.resize(images, (height, width))
-        return images, labels
+        return prepare_images(images, size=(height, width), channels=channels), labels
 
     return preprocess
 

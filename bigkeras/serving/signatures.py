@@ -24,6 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from bigkeras import checks
+from bigkeras.data.preprocessing import PIXEL_SCALE, prepare_images
 
 SERVING_DEFAULT = "serving_default"
 
@@ -105,7 +106,7 @@ def image_classifier_signatures(
     model: keras.Model,
     *,
     class_names: Sequence[str] | None = None,
-    scale: float = 1.0 / 255.0,
+    scale: float = PIXEL_SCALE,
     offset: float = 0.0,
     image_size: tuple[int, int] | None = None,
     examples: np.ndarray | None = None,
@@ -168,10 +169,9 @@ def image_classifier_signatures(
         images = tf.ensure_shape(images, image_spec.shape)
         return classifier_outputs(model(images, training=False), class_names)
 
-    def decode(data):  # one encoded image -> (H, W, C) float32, normalised like training
+    def decode(data):  # one encoded image -> (H, W, C) float32, the training pipeline's preprocessing
         image = tf.io.decode_image(data, channels=channels, expand_animations=False)
-        image = tf.image.resize(tf.cast(image, tf.float32), (height, width))
-        return image * scale + offset
+        return prepare_images(image, size=(height, width), scale=scale, offset=offset)
 
     def serve_bytes(image_bytes):
         image_bytes = tf.ensure_shape(image_bytes, bytes_spec.shape)
