@@ -224,9 +224,9 @@ def _export(args, rest):
     config = write_model_config(args.base_dir)
     print(f"exported {path}\nwrote {config}")
     if not args.no_verify:
-        from bigkeras.serving.deploy import INT8_TOLERANCE
+        from bigkeras.serving.deploy import LOW_PRECISION_TOLERANCE
 
-        report = verify(path, **(INT8_TOLERANCE if args.quantize else {}))
+        report = verify(path, **(LOW_PRECISION_TOLERANCE if args.quantize else {}))
         minimum = report.compatibility["minimum_release"]
         print(f"verified: {', '.join(report.parity_checked)} match Keras; {report.warmup_records} warmup records replay; "
               + (f"loads on TF Serving {minimum}+" if minimum else "no TF Serving release in the table loads it"))

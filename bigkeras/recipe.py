@@ -389,7 +389,7 @@ def publish(
         the record has no ``export``.
     """
     from bigkeras.serving import export_saved_model, verify, write_model_config
-    from bigkeras.serving.deploy import INT8_TOLERANCE
+    from bigkeras.serving.deploy import LOW_PRECISION_TOLERANCE
 
     if not getattr(result, "is_chief", True):
         print(f"\n{args.name}: not the chief worker: the chief writes the results and the export.", flush=True)
@@ -397,7 +397,8 @@ def publish(
     run_dir = pathlib.Path(result.run_dir)
     (run_dir / "samples.json").write_text(json.dumps(list(samples), indent=2, ensure_ascii=False) + "\n")
     path = export_saved_model(result.model, args.name, base_dir=args.export_dir, signatures=signatures)
-    report = verify(path, **(INT8_TOLERANCE if getattr(args, "quantize", None) else {}))
+    low_precision = getattr(args, "quantize", None) or args.mixed_precision
+    report = verify(path, **(LOW_PRECISION_TOLERANCE if low_precision else {}))
     config = write_model_config(args.export_dir)
     record = {
         "recipe": args.name,

@@ -59,6 +59,7 @@ class Hosts:
         return hosts
 
     def _setup(self) -> None:
+        self.destroy()  # leftovers of a killed earlier run with the same pid
         for ns in self.namespaces:
             _ip("netns", "add", ns)
         _ip("link", "add", self.links[0], "type", "veth", "peer", "name", self.links[1])

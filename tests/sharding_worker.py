@@ -32,12 +32,13 @@ class RecordIds(keras.layers.Layer):
 
     def __init__(self, seen: list, **kwargs):
         super().__init__(**kwargs)
-        self.seen = seen
+        self.record = seen.extend  # not the list itself: Keras would track a copy of it
 
     def call(self, x, ids, training=None):
         if not training:
             return x
-        done = tf.py_function(lambda t: self.seen.extend(t.numpy().tolist()) or 0, [ids], tf.int32)
+        done = tf.py_function(lambda t: self.record(t.numpy().tolist()) or 0, [ids], tf.int32)
+        done.set_shape(())
         # A data dependency keeps the recording in every traced step.
         return x + 0.0 * tf.cast(tf.stop_gradient(done), x.dtype)
 

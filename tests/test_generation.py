@@ -109,11 +109,13 @@ def test_seeded_top_p_draws_inside_the_nucleus_and_repeats_itself(model):
 
     hot = SeededTopPSampler(p=1.0, temperature=5.0, seed=4)
     first = sample(hot, [[5, 6, 7]] * 64, 3)
-    np.testing.assert_array_equal(sample(SeededTopPSampler(p=1.0, temperature=5.0, seed=4), [[5, 6, 7]] * 64, 3), first)
+    again = sample(SeededTopPSampler(p=1.0, temperature=5.0, seed=4), [[5, 6, 7]] * 64, 3)
+    np.testing.assert_array_equal(again, first)  # stateless: the same seed draws the same tokens
     assert len({tuple(r) for r in first[:, 3:]}) > 32  # rows and positions draw independently
     assert (sample(SeededTopPSampler(p=1.0, temperature=5.0, seed=5), [[5, 6, 7]] * 64, 3) != first).any()
 
-    probs = tf.nn.softmax(model({"token_ids": tf.constant([[5, 6, 7]]), "padding_mask": tf.ones((1, 3), tf.int32)})[0, -1] / 5.0)
+    logits = model({"token_ids": tf.constant([[5, 6, 7]]), "padding_mask": tf.ones((1, 3), tf.int32)})[0, -1]
+    probs = tf.nn.softmax(logits / 5.0)
     order = np.argsort(-probs.numpy())
     nucleus = order[: int(np.searchsorted(np.cumsum(probs.numpy()[order]), 0.5, side="right")) + 1]
     drawn = sample(SeededTopPSampler(p=0.5, temperature=5.0), [[5, 6, 7]] * 200, 1)[:, -1]

@@ -22,7 +22,7 @@ def _with_policy(data, policy):
     return data.with_options(options)
 
 
-@pytest.mark.parametrize("policy", [Policy.OFF, Policy.FILE, Policy.DATA, Policy.HINT])
+@pytest.mark.parametrize("policy", [Policy.OFF, Policy.FILE, Policy.DATA, Policy.HINT], ids=lambda p: p.name)
 def test_a_policy_the_data_carries_is_kept(policy):
     data = _with_policy(tf.data.Dataset.range(4), policy).batch(2)
     assert with_shard_policy(data).options().experimental_distribute.auto_shard_policy == policy

@@ -57,7 +57,9 @@ def byte_pair_tokenizer(
 
     checks.positive_int("vocabulary_size", vocabulary_size)
     if vocabulary_size < 257:
-        raise ValueError(f"`vocabulary_size` must be at least 257 (end-of-text plus 256 bytes), got {vocabulary_size}.")
+        raise ValueError(
+            f"`vocabulary_size` must be at least 257 (end-of-text plus 256 bytes), got {vocabulary_size}."
+        )
     checks.positive_int("min_frequency", min_frequency)
     if isinstance(train_texts, str) or len(train_texts) == 0:
         raise ValueError(f"`train_texts` must be a non-empty list or array of str, got {train_texts!r:.80}.")

@@ -134,6 +134,7 @@ def read_tfrecords(
     multi-worker input functions), and tf.distribute's auto-sharding is switched off.
     With ``num_workers=1`` the dataset carries ``AutoShardPolicy.FILE``, so a
     ``MultiWorkerMirroredStrategy`` that distributes it gives each worker whole files.
+    ``bigkeras.training.train`` keeps either policy: each worker trains on its own files.
 
     Args:
         prefix: the prefix the shards were written with.

@@ -151,8 +151,10 @@ def _takes_dict(fn):
 
 
 def _run(sig: Signature, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    # Traced, as the export runs it: some keras-hub tokenizers take another code path eagerly
+    # (detokenizing a cut UTF-8 character differs), which is not what the server computes.
     tensors = {k: tf.constant(v, dtype=sig.inputs[k].dtype) for k, v in inputs.items()}
-    return {k: np.asarray(v) for k, v in sig.fn(**tensors).items()}
+    return {k: np.asarray(v) for k, v in tf.function(sig.fn)(**tensors).items()}
 
 
 def _write_expected(export_dir: pathlib.Path, model_name: str, expected) -> None:

@@ -15,6 +15,9 @@ It works under any strategy; ``train()`` uses it only where ``fit`` cannot run.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
+
 import keras
 import tensorflow as tf
 
@@ -31,6 +34,7 @@ def fit_distributed(
     callbacks=(),
     verbose: int = 1,
     steps_per_execution: int = 1,
+    collectives: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
 ) -> keras.callbacks.History:
     """Train ``model`` on batched ``train_data`` like ``model.fit``, under its strategy.
 
@@ -46,12 +50,17 @@ def fit_distributed(
         callbacks: Keras callbacks, driven as ``fit`` drives them.
         verbose: int, 0 silent, 1 progress bar, 2 one line per epoch.
         steps_per_execution: int, steps per ``tf.function`` call.
+        collectives: a context manager factory entered around the parts that talk to the
+            other workers (building the optimizer state, each epoch's steps and
+            validation) but not around the epoch-end callbacks: ``train()`` passes
+            ``faults.watch_peers``, which must not mistake a peer that finished and exited
+            for a lost one.
 
     Returns:
         The ``keras.callbacks.History`` of this call (also ``model.history``).
     """
     strategy = model.distribute_strategy
-    with strategy.scope():
+    with collectives(), strategy.scope():
         # Create the metric, loss and optimizer state before tracing, from the input spec
         # alone (what fit's symbolic build does, minus its cross-worker input reduction).
         model._symbolic_build(data_batch=train_data.element_spec)
@@ -91,21 +100,22 @@ def fit_distributed(
         if not infinite and epoch > initial_epoch:
             iterator = iter(dist_train)
         logs = {}
-        for step in range(0, steps_per_epoch, steps_per_execution):
-            n = min(steps_per_execution, steps_per_epoch - step)
-            callbacks.on_train_batch_begin(step)
-            logs = train_steps(iterator, tf.constant(n))
-            callbacks.on_train_batch_end(step + n - 1, logs)
-            if model.stop_training:
-                break
-        epoch_logs = {k: float(v) for k, v in logs.items()}
-        if dist_val is not None:
-            model.reset_metrics()
-            for i, batch in enumerate(dist_val):
-                if validation_steps is not None and i >= validation_steps:
+        with collectives():
+            for step in range(0, steps_per_epoch, steps_per_execution):
+                n = min(steps_per_execution, steps_per_epoch - step)
+                callbacks.on_train_batch_begin(step)
+                logs = train_steps(iterator, tf.constant(n))
+                callbacks.on_train_batch_end(step + n - 1, logs)
+                if model.stop_training:
                     break
-                test_step(batch)
-            epoch_logs.update({f"val_{k}": float(v) for k, v in model.get_metrics_result().items()})
+            epoch_logs = {k: float(v) for k, v in logs.items()}
+            if dist_val is not None:
+                model.reset_metrics()
+                for i, batch in enumerate(dist_val):
+                    if validation_steps is not None and i >= validation_steps:
+                        break
+                    test_step(batch)
+                epoch_logs.update({f"val_{k}": float(v) for k, v in model.get_metrics_result().items()})
         callbacks.on_epoch_end(epoch, epoch_logs)
         if model.stop_training:
             break

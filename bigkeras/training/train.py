@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import importlib.util
 import json
 import math
@@ -189,15 +190,15 @@ def train(
         )
         if strategies.is_multi_worker(strategy):
             # Keras 3 fit fails under multi-worker collectives; see bigkeras/training/loop.py.
-            with watch_peers(strategy, backup_dir):
-                fit_distributed(
-                    keras_model,
-                    train_ds,
-                    val_data=val_ds,
-                    steps_per_epoch=steps_per_epoch,
-                    steps_per_execution=config.steps_per_execution,
-                    **fit_args,
-                )
+            fit_distributed(
+                keras_model,
+                train_ds,
+                val_data=val_ds,
+                steps_per_epoch=steps_per_epoch,
+                steps_per_execution=config.steps_per_execution,
+                collectives=functools.partial(watch_peers, strategy, backup_dir),
+                **fit_args,
+            )
         else:
             keras_model.fit(
                 train_ds, validation_data=val_ds, steps_per_epoch=config.steps_per_epoch, shuffle=False, **fit_args
