@@ -32,7 +32,7 @@ SMOKE_SIZES = {"train": 256, "validation": 64, "test": 128}  # examples per spli
 SMOKE_BATCH = 32
 VALIDATION_FRACTION = 0.1  # carved out of train when a dataset has no validation split
 SAMPLES = 8  # sample predictions written to samples.json
-MIXED_PRECISION = ("auto", "mixed_bfloat16", "mixed_float16")
+MIXED_PRECISION = ("auto", "mixed_bfloat16", "mixed_float16", "off")
 
 
 def parse_args(
@@ -43,6 +43,7 @@ def parse_args(
     epochs: int,
     batch_size: int,
     learning_rate: float = 1e-3,
+    mixed_precision: str | bool = False,
     extra: Sequence[tuple[Sequence[str], dict]] = (),
     argv: Sequence[str] | None = None,
 ) -> argparse.Namespace:
@@ -55,6 +56,7 @@ def parse_args(
         epochs: int, the default ``--epochs``.
         batch_size: int, the default ``--batch-size`` (per replica).
         learning_rate: float, the default ``--learning-rate`` (the peak of the schedule).
+        mixed_precision: the default ``--mixed-precision``: False (float32) or a policy.
         extra: recipe-specific flags as ``(flag names, add_argument kwargs)`` pairs.
         argv: the arguments; default ``sys.argv[1:]``.
 
@@ -77,8 +79,8 @@ def parse_args(
     add("--strategy", default="auto", choices=("auto", "default", "one_device", "mirrored", "multi_worker"),
         help="tf.distribute strategy")
     add("--cpu-replicas", type=int, default=0, help="split the CPU into this many logical devices (mirrored)")
-    add("--mixed-precision", nargs="?", const="auto", default=False, choices=MIXED_PRECISION,
-        help="mixed precision policy; the bare flag means auto (bf16 on CPU, fp16 on GPU)")
+    add("--mixed-precision", nargs="?", const="auto", default=mixed_precision, choices=MIXED_PRECISION,
+        help="mixed precision policy ('off' for float32); the bare flag means auto (bf16 on CPU, fp16 on GPU)")
     add("--data", default=data, help="an offline dataset name, or tfds:NAME (prepared under --data-dir)")
     add("--data-dir", help="read the data files (or the TFDS data dir) from here")
     add("--run-dir", help=f"run directory (default runs/{name})")
@@ -259,7 +261,7 @@ def train_config(args: argparse.Namespace, **overrides):
         learning_rate=args.learning_rate,
         strategy=args.strategy,
         cpu_replicas=args.cpu_replicas,
-        mixed_precision=args.mixed_precision,
+        mixed_precision=False if args.mixed_precision == "off" else args.mixed_precision,
         run_dir=args.run_dir,
         resume=args.resume,
         # A live per-batch progress bar with ETA in a terminal; one line per epoch in a log.
@@ -397,7 +399,7 @@ def publish(
     run_dir = pathlib.Path(result.run_dir)
     (run_dir / "samples.json").write_text(json.dumps(list(samples), indent=2, ensure_ascii=False) + "\n")
     path = export_saved_model(result.model, args.name, base_dir=args.export_dir, signatures=signatures)
-    low_precision = getattr(args, "quantize", None) or args.mixed_precision
+    low_precision = getattr(args, "quantize", None) or args.mixed_precision not in (False, "off")
     report = verify(path, **(LOW_PRECISION_TOLERANCE if low_precision else {}))
     config = write_model_config(args.export_dir)
     record = {

@@ -1,6 +1,8 @@
 """Two workers on two "hosts" (network namespaces with their own addresses, joined by a
 veth pair) train together and end with the weights of one process at the same global batch."""
 
+import os
+
 import pytest
 
 from tests.cluster import PYTHON, ROOT, Cluster, load_weights, max_abs_diff, tf_config
@@ -21,6 +23,12 @@ def hosts():
         yield made
     finally:
         made.destroy()
+
+
+def test_without_root_there_are_no_hosts_and_the_reason_says_so(monkeypatch):
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    with pytest.raises(HostsUnavailable, match="need root.*uid 1000"):
+        Hosts.create()
 
 
 @pytest.mark.slow
