@@ -132,10 +132,10 @@ def _write_archive(model: keras.Model, signatures: Mapping[str, Signature], path
     for resource in (model, *(r for sig in signatures.values() for r in sig.resources)):
         tracked.setdefault(id(resource), resource)
     for resource in tracked.values():
-        # Lookup tables (tokenizers, vectorizers) must be tracked explicitly. Variables need not:
-        # the archive saves every variable the endpoints use, and `track()` would save each
-        # one a second time under another path (a SavedModel twice the model's size).
-        if not getattr(resource, "variables", None):
+        # Lookup tables (tokenizers, vectorizers) must be tracked explicitly. A model's weights
+        # need not: the archive saves every variable the endpoints use, and `track()` would
+        # save each one a second time under another path (a SavedModel twice the model's size).
+        if not isinstance(resource, keras.Model):
             archive.track(resource)
     for sig_name, sig in signatures.items():
         # A dict input signature gives the SavedModel signature these input names.
@@ -151,10 +151,8 @@ def _takes_dict(fn):
 
 
 def _run(sig: Signature, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    # Traced, as the export runs it: some keras-hub tokenizers take another code path eagerly
-    # (detokenizing a cut UTF-8 character differs), which is not what the server computes.
     tensors = {k: tf.constant(v, dtype=sig.inputs[k].dtype) for k, v in inputs.items()}
-    return {k: np.asarray(v) for k, v in tf.function(sig.fn)(**tensors).items()}
+    return {k: np.asarray(v) for k, v in sig.fn(**tensors).items()}
 
 
 def _write_expected(export_dir: pathlib.Path, model_name: str, expected) -> None:
