@@ -46,29 +46,26 @@ $(STAMP): setup.cfg pyproject.toml
 	  || { cat build/install-editable.log; exit 1; }
 	@touch $@
 
-data:
-	@missing=""; for p in $(APT_DATA); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+# $(call apt_install,PACKAGES,WHAT THEY ARE,WHAT HAPPENS WITHOUT THEM): install the missing ones
+# as root, or say how to.
+define apt_install
+	@missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-	    echo "== installing Debian data packages:$$missing"; \
+	    echo "== installing Debian $(2):$$missing"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	  else \
 	    echo "!! Debian packages$$missing are missing and apt-get (as root) is not available;"; \
-	    echo "!! recipes fall back to smaller offline data. Install them with: sudo apt-get install$$missing"; \
+	    echo "!! $(3). Install them with: sudo apt-get install$$missing"; \
 	  fi; \
 	fi
+endef
+
+data:
+	$(call apt_install,$(APT_DATA),data packages,recipes fall back to smaller offline data)
 
 tools:
-	@missing=""; for p in $(APT_TOOLS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
-	if [ -n "$$missing" ]; then \
-	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-	    echo "== installing Debian packages for the tests:$$missing"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
-	  else \
-	    echo "!! Debian packages$$missing are missing and apt-get (as root) is not available;"; \
-	    echo "!! the multi-host training test skips. Install them with: sudo apt-get install$$missing"; \
-	  fi; \
-	fi
+	$(call apt_install,$(APT_TOOLS),packages for the tests,the multi-host training test skips)
 
 test: venv data tools
 	$(PY) -m pytest $(PYTEST_ARGS)
