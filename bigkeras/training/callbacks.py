@@ -207,7 +207,7 @@ def precise_batch_norm(model: keras.Model, batches) -> int:
     Returns:
         The number of batches used; 0 if ``model`` has no ``BatchNormalization`` layer.
     """
-    norms = [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
+    norms = [layer for layer in _layers_within(model) if isinstance(layer, keras.layers.BatchNormalization)]
     if not norms:
         return 0
     momenta = [layer.momentum for layer in norms]
@@ -249,3 +249,11 @@ class PreciseBatchNorm(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if self._stale:  # no validation this epoch
             self._recompute()
+
+
+def _layers_within(model):
+    """Every layer of ``model`` and of the models nested in it (their public ``layers``)."""
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from _layers_within(layer)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -156,6 +157,18 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         """The config as plain JSON-ready data (``dataclasses.asdict``)."""
         return dataclasses.asdict(self)
+
+    def write(self, path: str, *, model: str, kwargs: dict[str, Any] | None = None) -> None:
+        """Write the run record ``{"model", "kwargs", "train": this config}`` as JSON to ``path``.
+
+        Args:
+            path: the file, usually ``run_dir/config.json``.
+            model: the registered model name (or the built model's name).
+            kwargs: the builder overrides the run used.
+        """
+        record = {"model": model, "kwargs": dict(kwargs or {}), "train": self.to_dict()}
+        with open(path, "w") as f:
+            json.dump(record, f, indent=2, default=list)
 
 
 def _optional(check, name, value):

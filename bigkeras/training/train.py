@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import importlib.util
-import json
 import math
 import os
 import shutil
@@ -106,6 +104,40 @@ def train(
         >>> result.history["loss"]
     """
     config = TrainConfig() if config is None else config
+    _check_arguments(model, train_data, val_data, config, model_kwargs)
+    strategy = _setup(config)
+    global_batch = config.batch_size * strategy.num_replicas_in_sync
+    steps_per_epoch = config.steps_per_epoch or _num_batches(
+        train_data, global_batch, _input_shares(train_data, strategy)
+    )
+    keras_model, initial_epoch = _compiled_model(model, model_kwargs, config, strategy, steps_per_epoch, loss, metrics)
+    with strategies.writable_run_dir(config.run_dir, strategy) as out:
+        config.write(os.path.join(out, "config.json"), model=model if isinstance(model, str) else keras_model.name,
+                     kwargs=model_kwargs)  # fmt: skip
+        history_log = HistoryLog(out, initial_epoch)
+        harness = _harness_callbacks(out, config, train_data, val_data, global_batch, history_log)
+        train_ds = _pipeline(
+            train_data,
+            global_batch,
+            training=True,
+            repeat=config.steps_per_epoch is not None,
+            skip=initial_epoch * steps_per_epoch if config.steps_per_epoch else 0,
+        )
+        val_ds = _pipeline(val_data, global_batch, training=False) if val_data is not None else None
+        _fit(keras_model, strategy, config, train_ds, val_ds, steps_per_epoch, initial_epoch, [*harness, *callbacks])
+
+    history = history_log.history
+    if not all(math.isfinite(v) for v in history.get("loss", [])):
+        warnings.warn(
+            f"Training stopped on a non-finite loss; the checkpoints in {config.run_dir} hold the "
+            "last finite weights.",
+            stacklevel=2,
+        )
+    return TrainResult(keras_model, history, Path(config.run_dir), strategies.is_chief(strategy))
+
+
+def _check_arguments(model, train_data, val_data, config, model_kwargs) -> None:
+    """Every argument error, before anything runs."""
     if not isinstance(config, TrainConfig):
         raise ValueError(f"`config` must be a TrainConfig, got {type(config).__name__}.")
     _check_dataset("train_data", train_data)
@@ -117,23 +149,31 @@ def train(
     if model_kwargs and not isinstance(model, str):
         raise ValueError("`model_kwargs` applies to a registered model name only; got a callable `model`.")
 
-    # The strategy first: logical CPU devices and collective ops need an untouched runtime.
+
+def _setup(config: TrainConfig) -> tf.distribute.Strategy:
+    """The strategy (first: logical CPU devices and collective ops need an untouched runtime),
+    seeds, determinism, and a fresh backup unless resuming."""
     strategy = strategies.make_strategy(config.strategy, cpu_replicas=config.cpu_replicas)
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
-
-    backup_dir = os.path.join(config.run_dir, "backup")  # every worker restores from the chief's
     if not config.resume and strategies.is_chief(strategy):
-        shutil.rmtree(backup_dir, ignore_errors=True)
+        shutil.rmtree(_backup_dir(config), ignore_errors=True)
+    return strategy
 
-    global_batch = config.batch_size * strategy.num_replicas_in_sync
-    steps_per_epoch = config.steps_per_epoch or _num_batches(
-        train_data, global_batch, _input_shares(train_data, strategy)
-    )
+
+def _backup_dir(config: TrainConfig) -> str:
+    return os.path.join(config.run_dir, "backup")  # every worker restores from the chief's
+
+
+def _compiled_model(model, model_kwargs, config, strategy, steps_per_epoch, loss, metrics):
+    """Build (LoRA if asked), compile and restore the model in the strategy's scope.
+
+    Returns:
+        ``(model, initial_epoch)``: the epoch a resumed run starts at (0 for a fresh one).
+    """
     # Optimizer steps in the run: what the schedules decay over.
     total_steps = max(config.epochs * steps_per_epoch // config.grad_accum_steps, 1)
-
     with strategy.scope(), _dtype_policy(config.mixed_precision):
         keras_model = _build(model, model_kwargs)
         if config.lora_rank:
@@ -145,73 +185,55 @@ def train(
             jit_compile=_resolve_jit(config.jit_compile),
             steps_per_execution=config.steps_per_execution,
         )
-        initial_epoch = restore_backup(keras_model, backup_dir) if config.resume else 0
+        initial_epoch = restore_backup(keras_model, _backup_dir(config)) if config.resume else 0
+    return keras_model, initial_epoch
 
-    model_name = model if isinstance(model, str) else keras_model.name
+
+def _harness_callbacks(out, config, train_data, val_data, global_batch, history_log) -> list:
+    """PreciseBN, NaN stop, history, checkpoints, backups, early stopping, TensorBoard."""
     monitor = config.monitor
     if val_data is None and monitor.startswith("val_"):
         monitor = monitor[len("val_"):]
+    callbacks = []
+    if config.precise_bn_batches:  # before the checkpoints: they save what validation measured
+        # Its own pass over the training data: the first batches, not a resumed stream's skip.
+        precise_ds = _pipeline(train_data, global_batch, training=True)
+        callbacks.append(PreciseBatchNorm(precise_ds, config.precise_bn_batches))
+    callbacks += [
+        keras.callbacks.TerminateOnNaN(),
+        history_log,
+        Checkpoints(out, monitor, history_log.history.get(monitor, ())),
+        FaultTolerance(os.path.join(out, "backup"), config.backup_freq),
+    ]
+    if config.early_stopping_patience is not None:
+        callbacks.append(keras.callbacks.EarlyStopping(monitor, patience=config.early_stopping_patience))
+    if config.tensorboard:
+        callbacks.append(keras.callbacks.TensorBoard(os.path.join(out, "logs"), profile_batch=0))
+    return callbacks
 
-    with strategies.writable_run_dir(config.run_dir, strategy) as out:
-        _write_config(os.path.join(out, "config.json"), model_name, model_kwargs, config)
-        history_log = HistoryLog(out, initial_epoch)
-        train_ds = _pipeline(
-            train_data,
-            global_batch,
-            training=True,
-            repeat=config.steps_per_epoch is not None,
-            skip=initial_epoch * steps_per_epoch if config.steps_per_epoch else 0,
-        )
-        harness_callbacks = []
-        if config.precise_bn_batches:  # before the checkpoints: they save what validation measured
-            # Its own pass over the training data: the first batches, not a resumed stream's skip.
-            precise_ds = _pipeline(train_data, global_batch, training=True)
-            harness_callbacks.append(PreciseBatchNorm(precise_ds, config.precise_bn_batches))
-        harness_callbacks += [
-            keras.callbacks.TerminateOnNaN(),
-            history_log,
-            Checkpoints(out, monitor, history_log.history.get(monitor, ())),
-            FaultTolerance(os.path.join(out, "backup"), config.backup_freq),
-        ]
-        if config.early_stopping_patience is not None:
-            harness_callbacks.append(
-                keras.callbacks.EarlyStopping(monitor, patience=config.early_stopping_patience)
-            )
-        if config.tensorboard:
-            harness_callbacks.append(keras.callbacks.TensorBoard(os.path.join(out, "logs"), profile_batch=0))
 
-        val_ds = _pipeline(val_data, global_batch, training=False) if val_data is not None else None
-        fit_args = dict(
-            epochs=config.epochs,
-            initial_epoch=initial_epoch,
-            validation_steps=config.validation_steps,
-            callbacks=[*harness_callbacks, *callbacks],
-            verbose=config.verbose,
+def _fit(model, strategy, config, train_ds, val_ds, steps_per_epoch, initial_epoch, callbacks) -> None:
+    """Keras' ``fit``, or on several workers the loop that replaces it (``loop.py``)."""
+    fit_args = dict(
+        epochs=config.epochs,
+        initial_epoch=initial_epoch,
+        validation_steps=config.validation_steps,
+        callbacks=callbacks,
+        verbose=config.verbose,
+    )
+    if strategies.is_multi_worker(strategy):
+        # Keras 3 fit fails under multi-worker collectives; see bigkeras/training/loop.py.
+        fit_distributed(
+            model,
+            train_ds,
+            val_data=val_ds,
+            steps_per_epoch=steps_per_epoch,
+            steps_per_execution=config.steps_per_execution,
+            collectives=functools.partial(watch_peers, strategy, _backup_dir(config)),
+            **fit_args,
         )
-        if strategies.is_multi_worker(strategy):
-            # Keras 3 fit fails under multi-worker collectives; see bigkeras/training/loop.py.
-            fit_distributed(
-                keras_model,
-                train_ds,
-                val_data=val_ds,
-                steps_per_epoch=steps_per_epoch,
-                steps_per_execution=config.steps_per_execution,
-                collectives=functools.partial(watch_peers, strategy, backup_dir),
-                **fit_args,
-            )
-        else:
-            keras_model.fit(
-                train_ds, validation_data=val_ds, steps_per_epoch=config.steps_per_epoch, shuffle=False, **fit_args
-            )
-
-    history = history_log.history
-    if not all(math.isfinite(v) for v in history.get("loss", [])):
-        warnings.warn(
-            f"Training stopped on a non-finite loss; the checkpoints in {config.run_dir} hold the "
-            "last finite weights.",
-            stacklevel=2,
-        )
-    return TrainResult(keras_model, history, Path(config.run_dir), strategies.is_chief(strategy))
+    else:
+        model.fit(train_ds, validation_data=val_ds, steps_per_epoch=config.steps_per_epoch, shuffle=False, **fit_args)
 
 
 def _build(model, model_kwargs) -> keras.Model:
@@ -330,9 +352,3 @@ def _resolve_jit(jit_compile):
     if jit_compile == "auto":
         return bool(tf.config.list_logical_devices("GPU"))
     return jit_compile
-
-
-def _write_config(path: str, model_name: str, model_kwargs, config: TrainConfig) -> None:
-    record = {"model": model_name, "kwargs": dict(model_kwargs or {}), "train": dataclasses.asdict(config)}
-    with open(path, "w") as f:
-        json.dump(record, f, indent=2, default=list)
