@@ -153,3 +153,42 @@ def test_int8_copy_of_a_gpt_keeps_its_outputs_close():
     assert np.abs(approx - reference).max() <= 0.05 * np.abs(reference).max()
     with pytest.raises(ValueError, match=r"`quantize` must be one of"):
         deployable(model, quantize="int4")
+
+
+MIRRORED = """
+from bigkeras.training import configure_cpu_replicas
+configure_cpu_replicas(2)
+import json, sys
+import keras, numpy as np, tensorflow as tf
+from bigkeras.models.bert import BertBackbone, bert_backbone, bert_classifier
+from bigkeras.training import TrainConfig, train
+rng = np.random.default_rng(0)
+ids = rng.integers(5, 64, size=(256, 12)).astype("int32")
+features = {"token_ids": ids, "segment_ids": 0 * ids, "padding_mask": 0 * ids + 1}
+data = tf.data.Dataset.from_tensor_slices((features, (ids[:, 1] > 34).astype("int32")))
+def model():
+    keras.utils.set_random_seed(1)
+    backbone = bert_backbone(vocab_size=64, num_layers=2, hidden_dim=32, num_heads=4, intermediate_dim=48,
+                             sequence_length=16, dropout=0.0)
+    return bert_classifier(backbone=backbone, num_classes=2)
+config = TrainConfig(epochs=3, batch_size=16, learning_rate=3e-3, lora_rank=4, strategy="mirrored", cpu_replicas=2,
+                     tensorboard=False, verbose=0, run_dir=sys.argv[1])
+result = train(model, data, data, config)
+backbone = next(layer for layer in result.model.layers if isinstance(layer, BertBackbone))
+print(json.dumps({"replicas": result.model.distribute_strategy.num_replicas_in_sync, "loss": result.history["loss"],
+                  "lora": backbone.lora, "trainable": [v.path for v in result.model.trainable_weights]}))
+"""
+
+
+@pytest.mark.slow  # a fresh process (the CPU split must come first): about 20 s
+def test_lora_trains_under_mirrored_strategy_on_two_cpu_replicas(tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", MIRRORED, str(tmp_path)], capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert run["replicas"] == 2 and run["lora"]["rank"] == 4
+    assert run["loss"][-1] < run["loss"][0]
+    assert all("lora_kernel" in p or "logits" in p for p in run["trainable"])
