@@ -59,7 +59,7 @@ def verify(
         expected: optional ``{signature: (inputs, outputs)}`` computed by the caller with
             the Keras model; by default the examples and outputs stored at export time.
         atol: float, absolute tolerance for float outputs. Default 1e-5.
-        rtol: float, relative tolerance for float outputs. Default 1e-5.
+        rtol: float, tolerance relative to each float output's largest magnitude. Default 1e-5.
         timeout: float, seconds the child may take. Default 300.
         tf_serving: optional str, a TF Serving release (``"2.19"``) that must be able to load
             the export; checked against ``bigkeras.serving.compatibility.RELEASES``.

@@ -156,8 +156,14 @@ def compare(name, got, want, atol, rtol):
     if got.shape != want.shape or got.dtype.kind != want.dtype.kind:
         return f"{name}: got {got.dtype}{got.shape}, expected {want.dtype}{want.shape}"
     if want.dtype.kind == "f":
-        if not np.allclose(got, want, atol=atol, rtol=rtol):
-            return f"{name}: max abs difference {np.max(np.abs(got - want)):.3g} > atol {atol}"
+        # Relative to the tensor's largest magnitude, not each element's: float32 rounding in a
+        # fused graph grows with the values the computation went through (an untrained model's
+        # logits near 2,000 differ by 1e-4 in a near-zero entry between Keras and the server).
+        bound = atol + rtol * (float(np.max(np.abs(want))) if want.size else 0.0)
+        difference = float(np.max(np.abs(got - want))) if want.size else 0.0
+        if not difference <= bound:  # NaN fails too
+            return (f"{name}: max abs difference {difference:.3g} > {bound:.3g} "
+                    f"(atol {atol} + rtol {rtol} x max |expected|)")
     elif not np.array_equal(got, want):
         return f"{name}: {got.tolist()!r} != expected {want.tolist()!r}"
     return None
