@@ -110,6 +110,11 @@ class TransformerModel(keras.Model):
         return cls(**config)
 
 
+def int_inputs(*names: str) -> dict[str, keras.KerasTensor]:
+    """Named int32 ``(batch, seq)`` inputs, in order: ``int_inputs("token_ids", "padding_mask")``."""
+    return {name: keras.Input(shape=(None,), dtype="int32", name=name) for name in names}
+
+
 def transformer_backbones(model: keras.Model) -> list[TransformerModel]:
     """The bigkeras Transformer models in ``model``: itself, or those nested in it."""
     if isinstance(model, TransformerModel):

@@ -23,7 +23,7 @@ from keras import layers, ops
 
 from bigkeras import checks
 from bigkeras.layers.transformer import TransformerEncoderBlock
-from bigkeras.models.base import TransformerModel
+from bigkeras.models.base import TransformerModel, int_inputs
 from bigkeras.registry import register_family
 
 BACKBONE_PRESETS = {
@@ -121,9 +121,8 @@ class BertBackbone(TransformerModel):
             dropout=dropout, activation=activation, layer_norm_epsilon=layer_norm_epsilon,
         )
 
-        token_ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
-        segment_ids = keras.Input(shape=(None,), dtype="int32", name="segment_ids")
-        padding_mask = keras.Input(shape=(None,), dtype="int32", name="padding_mask")
+        inputs = _inputs()
+        token_ids, segment_ids, padding_mask = inputs.values()
 
         token_embedding = layers.ReversibleEmbedding(
             vocab_size, hidden_dim, embeddings_initializer=_init(), name=f"{name}_token_embedding"
@@ -159,7 +158,7 @@ class BertBackbone(TransformerModel):
         pooler = layers.Dense(hidden_dim, activation="tanh", kernel_initializer=_init(), name=f"{name}_pooler")
         pooled = pooler(x[:, 0, :])
         super().__init__(
-            {"token_ids": token_ids, "segment_ids": segment_ids, "padding_mask": padding_mask},
+            inputs,
             {"sequence_output": x, "pooled_output": pooled},
             arguments=arguments,
             parts=dict(
@@ -269,8 +268,7 @@ class OutputBias(layers.Layer):
 
 
 def _inputs():
-    names = ("token_ids", "segment_ids", "padding_mask")
-    return {key: keras.Input(shape=(None,), dtype="int32", name=key) for key in names}
+    return int_inputs("token_ids", "segment_ids", "padding_mask")
 
 
 def _init():

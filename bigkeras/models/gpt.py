@@ -12,7 +12,7 @@ from keras import layers, ops
 
 from bigkeras import checks
 from bigkeras.layers.decoder import PositionIds, TransformerDecoderBlock, cache_step_mask, position_ids
-from bigkeras.models.base import TransformerModel
+from bigkeras.models.base import TransformerModel, int_inputs
 from bigkeras.registry import register_family
 
 PRESETS = {
@@ -113,8 +113,8 @@ class GPT(TransformerModel):
             layer_norm_epsilon=layer_norm_epsilon,
         )
 
-        token_ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
-        padding_mask = keras.Input(shape=(None,), dtype="int32", name="padding_mask")
+        inputs = int_inputs("token_ids", "padding_mask")
+        token_ids, padding_mask = inputs.values()
 
         token_embedding = layers.ReversibleEmbedding(
             vocab_size, hidden_dim, embeddings_initializer=_init(), name=f"{name}_token_embedding"
@@ -144,7 +144,7 @@ class GPT(TransformerModel):
         # float32 logits even under a mixed-precision policy.
         logits = layers.Activation("linear", dtype="float32", name="logits")(logits)
         super().__init__(
-            {"token_ids": token_ids, "padding_mask": padding_mask},
+            inputs,
             logits,
             arguments=arguments,
             parts=dict(

@@ -23,7 +23,7 @@ from bigkeras.layers.decoder import (
     position_ids,
 )
 from bigkeras.layers.transformer import TransformerEncoderBlock
-from bigkeras.models.base import TransformerModel
+from bigkeras.models.base import TransformerModel, int_inputs
 from bigkeras.registry import register_family
 
 PRESETS = {
@@ -134,10 +134,8 @@ class Seq2Seq(TransformerModel):
         checks.positive_int("num_decoder_layers", num_decoder_layers)
         checks.fraction("dropout", dropout)
 
-        encoder_ids = keras.Input(shape=(None,), dtype="int32", name="encoder_token_ids")
-        encoder_mask = keras.Input(shape=(None,), dtype="int32", name="encoder_padding_mask")
-        decoder_ids = keras.Input(shape=(None,), dtype="int32", name="decoder_token_ids")
-        decoder_mask = keras.Input(shape=(None,), dtype="int32", name="decoder_padding_mask")
+        inputs = int_inputs("encoder_token_ids", "encoder_padding_mask", "decoder_token_ids", "decoder_padding_mask")
+        encoder_ids, encoder_mask, decoder_ids, decoder_mask = inputs.values()
 
         def embedding(vocab, prefix):
             return layers.ReversibleEmbedding(
@@ -189,10 +187,6 @@ class Seq2Seq(TransformerModel):
             y = decoder_norm(y)
         logits = target_embedding(y, reverse=True)  # (batch, tgt, target vocab)
         logits = layers.Activation("linear", dtype="float32", name="logits")(logits)
-        inputs = {
-            "encoder_token_ids": encoder_ids, "encoder_padding_mask": encoder_mask,
-            "decoder_token_ids": decoder_ids, "decoder_padding_mask": decoder_mask,
-        }
         super().__init__(
             inputs,
             logits,

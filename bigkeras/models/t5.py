@@ -22,7 +22,7 @@ from keras import layers, ops
 from bigkeras import checks
 from bigkeras.layers.decoder import cache_step_mask
 from bigkeras.layers.t5 import RMSNorm, T5Block, attention_bias, padding_mask_4d
-from bigkeras.models.base import TransformerModel
+from bigkeras.models.base import TransformerModel, int_inputs
 from bigkeras.registry import register_family
 
 _T5_1_0 = {"vocab_size": 32128, "key_value_dim": 64, "dropout": 0.1, "activation": "relu",
@@ -139,10 +139,8 @@ class T5(TransformerModel):
             max_distance=max_distance,
         )
 
-        encoder_ids = keras.Input(shape=(None,), dtype="int32", name="encoder_token_ids")
-        encoder_mask = keras.Input(shape=(None,), dtype="int32", name="encoder_padding_mask")
-        decoder_ids = keras.Input(shape=(None,), dtype="int32", name="decoder_token_ids")
-        decoder_mask = keras.Input(shape=(None,), dtype="int32", name="decoder_padding_mask")
+        inputs = int_inputs("encoder_token_ids", "encoder_padding_mask", "decoder_token_ids", "decoder_padding_mask")
+        encoder_ids, encoder_mask, decoder_ids, decoder_mask = inputs.values()
 
         token_embedding = layers.ReversibleEmbedding(
             vocab_size, hidden_dim, tie_weights=bool(tie_embeddings),
@@ -184,10 +182,6 @@ class T5(TransformerModel):
             y = layers.Rescaling(hidden_dim**-0.5, name=f"{name}_output_scale")(y)
         logits = token_embedding(y, reverse=True)  # (batch, tgt, vocab)
         logits = layers.Activation("linear", dtype="float32", name="logits")(logits)
-        inputs = {
-            "encoder_token_ids": encoder_ids, "encoder_padding_mask": encoder_mask,
-            "decoder_token_ids": decoder_ids, "decoder_padding_mask": decoder_mask,
-        }
         super().__init__(
             inputs,
             logits,
