@@ -22,6 +22,7 @@ RECIPES = {  # name -> (metric, signature, its input, the sample keys)
     "dates_seq2seq": ("test_exact_match", "translate", "source", {"source", "target", "prediction", "correct"}),
     "de_en_seq2seq": ("test_bleu", "translate", "source", {"source", "reference", "translation"}),
     "dates_t5": ("test_exact_match", "translate", "source", {"source", "target", "prediction", "correct"}),
+    "de_en_t5": ("test_bleu", "translate", "source", {"source", "reference", "translation"}),
 }
 VIA_CLI = "dates_seq2seq"  # runs as `bigkeras train NAME`, the others as `python recipes/NAME.py`
 RESULT_KEYS = {"recipe", "data", "metric", "value", "wall_seconds", "command", "export", "details"}
