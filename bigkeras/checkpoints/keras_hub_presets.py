@@ -16,6 +16,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from bigkeras import private_apis
 from bigkeras.checkpoints.huggingface import bert_table, gpt2_table
 from bigkeras.checkpoints.mapping import CheckpointError, assign, export, keras_value
 
@@ -64,14 +65,14 @@ def load(directory: pathlib.Path, build):
     return model
 
 
-def _block(layer, **attention):
-    # A keras-hub TransformerEncoder/Decoder under bigkeras' block part names.
+def _block(layer, attention_name, attention=lambda sublayer: sublayer):
+    # A keras-hub TransformerEncoder/Decoder under bigkeras' block part names; its self-attention
+    # (passed through ``attention``) under ``attention_name``.
+    parts = private_apis.keras_hub_block_parts(layer)
     return SimpleNamespace(
-        **attention,
-        attention_norm=layer._self_attention_layer_norm,
-        self_attention_norm=layer._self_attention_layer_norm,
-        ffn_intermediate=layer._feedforward_intermediate_dense, ffn_output=layer._feedforward_output_dense,
-        ffn_norm=layer._feedforward_layer_norm,
+        **{attention_name: attention(parts.self_attention)},
+        attention_norm=parts.self_attention_norm, self_attention_norm=parts.self_attention_norm,
+        ffn_intermediate=parts.ffn_intermediate, ffn_output=parts.ffn_output, ffn_norm=parts.ffn_norm,
     )
 
 
@@ -80,7 +81,7 @@ def _bert_parts(theirs):
     return SimpleNamespace(
         token_embedding=theirs.token_embedding, position_embedding=theirs.position_embedding,
         segment_embedding=theirs.segment_embedding, embeddings_norm=theirs.embeddings_layer_norm,
-        blocks=[_block(layer, attention=layer._self_attention_layer) for layer in theirs.transformer_layers],
+        blocks=[_block(layer, "attention") for layer in theirs.transformer_layers],
         pooler=theirs.pooled_dense,
     )
 
@@ -102,9 +103,7 @@ def _gpt2_parts(theirs):
     return SimpleNamespace(
         token_embedding=theirs.token_embedding,
         position_embedding=SimpleNamespace(embeddings=theirs.position_embedding.position_embeddings),
-        blocks=[
-            _block(layer, self_attention=fused(layer._self_attention_layer)) for layer in theirs.transformer_layers
-        ],
+        blocks=[_block(layer, "self_attention", fused) for layer in theirs.transformer_layers],
         final_norm=theirs.layer_norm,
     )
 

@@ -134,71 +134,8 @@ class Seq2Seq(TransformerModel):
         checks.positive_int("num_decoder_layers", num_decoder_layers)
         checks.fraction("dropout", dropout)
 
-        inputs = int_inputs("encoder_token_ids", "encoder_padding_mask", "decoder_token_ids", "decoder_padding_mask")
-        encoder_ids, encoder_mask, decoder_ids, decoder_mask = inputs.values()
-
-        def embedding(vocab, prefix):
-            return layers.ReversibleEmbedding(
-                vocab, hidden_dim, embeddings_initializer=keras.initializers.RandomNormal(stddev=hidden_dim**-0.5),
-                name=f"{prefix}_token_embedding",
-            )
-
-        source_embedding = embedding(vocab_size, f"{name}_encoder" if target_vocab_size else name)
-        target_embedding = embedding(target_vocab_size, f"{name}_decoder") if target_vocab_size else source_embedding
-        positions = SinusoidalPositionEncoding(hidden_dim=hidden_dim, name=f"{name}_position_encoding")
-        scale = layers.Rescaling(math.sqrt(hidden_dim), name=f"{name}_embedding_scale")
-        def final_norm(layer_name):  # pre-norm stacks end with a norm; post-norm ones have none
-            return layers.LayerNormalization(epsilon=layer_norm_epsilon, name=layer_name) if norm_first else None
-
-        block_args = {
-            "hidden_dim": hidden_dim, "num_heads": num_heads, "intermediate_dim": intermediate_dim,
-            "dropout": dropout, "activation": activation, "norm_first": norm_first,
-            "layer_norm_epsilon": layer_norm_epsilon,
-        }
-
-        # Encoder: (batch, src) -> (batch, src, hidden).
-        x = scale(source_embedding(encoder_ids))
-        x = layers.Add(name=f"{name}_encoder_embeddings_add")(
-            [x, positions(PositionIds(name=f"{name}_encoder_position_ids")(encoder_mask))]
-        )
-        x = layers.Dropout(dropout, name=f"{name}_encoder_embeddings_dropout")(x)
-        encoder_blocks = [
-            TransformerEncoderBlock(**block_args, name=f"{name}_encoder_block{i}") for i in range(num_encoder_layers)
-        ]
-        for block in encoder_blocks:
-            x = block(x, padding_mask=encoder_mask)
-        encoder_norm = final_norm(f"{name}_encoder_final_norm")
-        encoder_outputs = x if encoder_norm is None else encoder_norm(x)
-
-        # Decoder: (batch, tgt) -> (batch, tgt, hidden), attending to the encoder outputs.
-        y = scale(target_embedding(decoder_ids))
-        y = layers.Add(name=f"{name}_decoder_embeddings_add")(
-            [y, positions(PositionIds(name=f"{name}_decoder_position_ids")(decoder_mask))]
-        )
-        y = layers.Dropout(dropout, name=f"{name}_decoder_embeddings_dropout")(y)
-        decoder_blocks = [
-            TransformerDecoderBlock(**block_args, cross_attention=True, name=f"{name}_decoder_block{i}")
-            for i in range(num_decoder_layers)
-        ]
-        for block in decoder_blocks:
-            y = block(y, padding_mask=decoder_mask, context=encoder_outputs, context_mask=encoder_mask)
-        decoder_norm = final_norm(f"{name}_decoder_final_norm")
-        if decoder_norm is not None:
-            y = decoder_norm(y)
-        logits = target_embedding(y, reverse=True)  # (batch, tgt, target vocab)
-        logits = layers.Activation("linear", dtype="float32", name="logits")(logits)
-        super().__init__(
-            inputs,
-            logits,
-            arguments=arguments,
-            parts=dict(
-                source_embedding=source_embedding, target_embedding=target_embedding, embedding_scale=scale,
-                position_encoding=positions, encoder_blocks=encoder_blocks, decoder_blocks=decoder_blocks,
-                encoder_norm=encoder_norm, decoder_norm=decoder_norm,
-            ),
-            name=name,
-            **kwargs,
-        )
+        inputs, logits, parts = _graph(name, **arguments)
+        super().__init__(inputs, logits, arguments=arguments, parts=parts, name=name, **kwargs)
 
     def role_layers(self):
         """LoRA roles over both stacks: ``query``, ``key``, ``value`` (the decoder's fused
@@ -216,6 +153,73 @@ class Seq2Seq(TransformerModel):
             "attention_output": [a.output_dense for a in (*encoder, *self_attention, *cross)],
             "ffn": [layer for b in blocks for layer in (b.ffn_intermediate, b.ffn_output)],
         }
+
+
+def _graph(
+    name, *, vocab_size, target_vocab_size, num_encoder_layers, num_decoder_layers, hidden_dim, num_heads,
+    intermediate_dim, dropout, activation, norm_first, layer_norm_epsilon,
+):
+    """The ``Seq2Seq`` graph: its inputs, its logits and its parts (attribute name -> layers)."""
+    inputs = int_inputs("encoder_token_ids", "encoder_padding_mask", "decoder_token_ids", "decoder_padding_mask")
+    encoder_ids, encoder_mask, decoder_ids, decoder_mask = inputs.values()
+
+    def embedding(vocab, prefix):
+        return layers.ReversibleEmbedding(
+            vocab, hidden_dim, embeddings_initializer=keras.initializers.RandomNormal(stddev=hidden_dim**-0.5),
+            name=f"{prefix}_token_embedding",
+        )
+
+    source_embedding = embedding(vocab_size, f"{name}_encoder" if target_vocab_size else name)
+    target_embedding = embedding(target_vocab_size, f"{name}_decoder") if target_vocab_size else source_embedding
+    positions = SinusoidalPositionEncoding(hidden_dim=hidden_dim, name=f"{name}_position_encoding")
+    scale = layers.Rescaling(math.sqrt(hidden_dim), name=f"{name}_embedding_scale")
+
+    def final_norm(layer_name):  # pre-norm stacks end with a norm; post-norm ones have none
+        return layers.LayerNormalization(epsilon=layer_norm_epsilon, name=layer_name) if norm_first else None
+
+    block_args = {
+        "hidden_dim": hidden_dim, "num_heads": num_heads, "intermediate_dim": intermediate_dim,
+        "dropout": dropout, "activation": activation, "norm_first": norm_first,
+        "layer_norm_epsilon": layer_norm_epsilon,
+    }
+
+    # Encoder: (batch, src) -> (batch, src, hidden).
+    x = scale(source_embedding(encoder_ids))
+    x = layers.Add(name=f"{name}_encoder_embeddings_add")(
+        [x, positions(PositionIds(name=f"{name}_encoder_position_ids")(encoder_mask))]
+    )
+    x = layers.Dropout(dropout, name=f"{name}_encoder_embeddings_dropout")(x)
+    encoder_blocks = [
+        TransformerEncoderBlock(**block_args, name=f"{name}_encoder_block{i}") for i in range(num_encoder_layers)
+    ]
+    for block in encoder_blocks:
+        x = block(x, padding_mask=encoder_mask)
+    encoder_norm = final_norm(f"{name}_encoder_final_norm")
+    encoder_outputs = x if encoder_norm is None else encoder_norm(x)
+
+    # Decoder: (batch, tgt) -> (batch, tgt, hidden), attending to the encoder outputs.
+    y = scale(target_embedding(decoder_ids))
+    y = layers.Add(name=f"{name}_decoder_embeddings_add")(
+        [y, positions(PositionIds(name=f"{name}_decoder_position_ids")(decoder_mask))]
+    )
+    y = layers.Dropout(dropout, name=f"{name}_decoder_embeddings_dropout")(y)
+    decoder_blocks = [
+        TransformerDecoderBlock(**block_args, cross_attention=True, name=f"{name}_decoder_block{i}")
+        for i in range(num_decoder_layers)
+    ]
+    for block in decoder_blocks:
+        y = block(y, padding_mask=decoder_mask, context=encoder_outputs, context_mask=encoder_mask)
+    decoder_norm = final_norm(f"{name}_decoder_final_norm")
+    if decoder_norm is not None:
+        y = decoder_norm(y)
+    logits = target_embedding(y, reverse=True)  # (batch, tgt, target vocab)
+    logits = layers.Activation("linear", dtype="float32", name="logits")(logits)
+    parts = dict(
+        source_embedding=source_embedding, target_embedding=target_embedding, embedding_scale=scale,
+        position_encoding=positions, encoder_blocks=encoder_blocks, decoder_blocks=decoder_blocks,
+        encoder_norm=encoder_norm, decoder_norm=decoder_norm,
+    )
+    return inputs, logits, parts
 
 
 class CachedSeq2Seq:

@@ -139,62 +139,8 @@ class T5(TransformerModel):
             max_distance=max_distance,
         )
 
-        inputs = int_inputs("encoder_token_ids", "encoder_padding_mask", "decoder_token_ids", "decoder_padding_mask")
-        encoder_ids, encoder_mask, decoder_ids, decoder_mask = inputs.values()
-
-        token_embedding = layers.ReversibleEmbedding(
-            vocab_size, hidden_dim, tie_weights=bool(tie_embeddings),
-            embeddings_initializer=keras.initializers.RandomNormal(stddev=1.0),  # Hugging Face's
-            name=f"{name}_token_embedding",
-        )
-        block_args = dict(
-            hidden_dim=hidden_dim, num_heads=num_heads, key_value_dim=key_value_dim,
-            intermediate_dim=intermediate_dim, dropout=dropout, activation=activation,
-            use_gated_activation=use_gated_activation, layer_norm_epsilon=layer_norm_epsilon,
-            num_buckets=num_buckets, max_distance=max_distance,
-        )
-
-        def stack(side, count):
-            return [
-                T5Block(**block_args, is_decoder=side == "decoder", relative_attention_bias=i == 0,
-                        name=f"{name}_{side}_block{i}")
-                for i in range(count)
-            ]
-
-        encoder_blocks, decoder_blocks = stack("encoder", num_encoder_layers), stack("decoder", num_decoder_layers)
-        encoder_norm = RMSNorm(epsilon=layer_norm_epsilon, name=f"{name}_encoder_final_norm")
-        decoder_norm = RMSNorm(epsilon=layer_norm_epsilon, name=f"{name}_decoder_final_norm")
-
-        # Encoder: (batch, src) -> (batch, src, hidden). The first block computes the bias.
-        x = layers.Dropout(dropout, name=f"{name}_encoder_embeddings_dropout")(token_embedding(encoder_ids))
-        bias = None
-        for block in encoder_blocks:
-            x, bias = block(x, bias=bias, padding_mask=encoder_mask)
-        x = layers.Dropout(dropout, name=f"{name}_encoder_output_dropout")(encoder_norm(x))
-
-        # Decoder: (batch, tgt) -> (batch, tgt, hidden), attending to the encoder outputs.
-        y = layers.Dropout(dropout, name=f"{name}_decoder_embeddings_dropout")(token_embedding(decoder_ids))
-        bias = None
-        for block in decoder_blocks:
-            y, bias = block(y, bias=bias, padding_mask=decoder_mask, context=x, context_mask=encoder_mask)
-        y = layers.Dropout(dropout, name=f"{name}_decoder_output_dropout")(decoder_norm(y))
-        if tie_embeddings:  # T5 1.0 rescales before the tied projection
-            y = layers.Rescaling(hidden_dim**-0.5, name=f"{name}_output_scale")(y)
-        logits = token_embedding(y, reverse=True)  # (batch, tgt, vocab)
-        logits = layers.Activation("linear", dtype="float32", name="logits")(logits)
-        super().__init__(
-            inputs,
-            logits,
-            arguments=arguments,
-            parts=dict(
-                token_embedding=token_embedding, encoder_blocks=encoder_blocks, decoder_blocks=decoder_blocks,
-                encoder_norm=encoder_norm, decoder_norm=decoder_norm,
-                encoder_position_bias=encoder_blocks[0].position_bias,
-                decoder_position_bias=decoder_blocks[0].position_bias,
-            ),
-            name=name,
-            **kwargs,
-        )
+        inputs, logits, parts = _graph(name, **arguments)
+        super().__init__(inputs, logits, arguments=arguments, parts=parts, name=name, **kwargs)
 
     def role_layers(self):
         """LoRA roles over both stacks: ``query``, ``key``, ``value``, ``attention_output``
@@ -210,6 +156,64 @@ class T5(TransformerModel):
             "attention_output": [a.output_dense for a in attentions],
             "ffn": [d for b in blocks for d in (b.ffn_intermediate, b.ffn_gate, b.ffn_output) if d is not None],
         }
+
+
+def _graph(
+    name, *, vocab_size, num_encoder_layers, num_decoder_layers, hidden_dim, num_heads, intermediate_dim,
+    key_value_dim, dropout, activation, use_gated_activation, tie_embeddings, layer_norm_epsilon, num_buckets,
+    max_distance,
+):
+    """The ``T5`` graph: its inputs, its logits and its parts (attribute name -> layers)."""
+    inputs = int_inputs("encoder_token_ids", "encoder_padding_mask", "decoder_token_ids", "decoder_padding_mask")
+    encoder_ids, encoder_mask, decoder_ids, decoder_mask = inputs.values()
+
+    token_embedding = layers.ReversibleEmbedding(
+        vocab_size, hidden_dim, tie_weights=bool(tie_embeddings),
+        embeddings_initializer=keras.initializers.RandomNormal(stddev=1.0),  # Hugging Face's
+        name=f"{name}_token_embedding",
+    )
+    block_args = dict(
+        hidden_dim=hidden_dim, num_heads=num_heads, key_value_dim=key_value_dim,
+        intermediate_dim=intermediate_dim, dropout=dropout, activation=activation,
+        use_gated_activation=use_gated_activation, layer_norm_epsilon=layer_norm_epsilon,
+        num_buckets=num_buckets, max_distance=max_distance,
+    )
+
+    def stack(side, count):
+        return [
+            T5Block(**block_args, is_decoder=side == "decoder", relative_attention_bias=i == 0,
+                    name=f"{name}_{side}_block{i}")
+            for i in range(count)
+        ]
+
+    encoder_blocks, decoder_blocks = stack("encoder", num_encoder_layers), stack("decoder", num_decoder_layers)
+    encoder_norm = RMSNorm(epsilon=layer_norm_epsilon, name=f"{name}_encoder_final_norm")
+    decoder_norm = RMSNorm(epsilon=layer_norm_epsilon, name=f"{name}_decoder_final_norm")
+
+    # Encoder: (batch, src) -> (batch, src, hidden). The first block computes the bias.
+    x = layers.Dropout(dropout, name=f"{name}_encoder_embeddings_dropout")(token_embedding(encoder_ids))
+    bias = None
+    for block in encoder_blocks:
+        x, bias = block(x, bias=bias, padding_mask=encoder_mask)
+    x = layers.Dropout(dropout, name=f"{name}_encoder_output_dropout")(encoder_norm(x))
+
+    # Decoder: (batch, tgt) -> (batch, tgt, hidden), attending to the encoder outputs.
+    y = layers.Dropout(dropout, name=f"{name}_decoder_embeddings_dropout")(token_embedding(decoder_ids))
+    bias = None
+    for block in decoder_blocks:
+        y, bias = block(y, bias=bias, padding_mask=decoder_mask, context=x, context_mask=encoder_mask)
+    y = layers.Dropout(dropout, name=f"{name}_decoder_output_dropout")(decoder_norm(y))
+    if tie_embeddings:  # T5 1.0 rescales before the tied projection
+        y = layers.Rescaling(hidden_dim**-0.5, name=f"{name}_output_scale")(y)
+    logits = token_embedding(y, reverse=True)  # (batch, tgt, vocab)
+    logits = layers.Activation("linear", dtype="float32", name="logits")(logits)
+    parts = dict(
+        token_embedding=token_embedding, encoder_blocks=encoder_blocks, decoder_blocks=decoder_blocks,
+        encoder_norm=encoder_norm, decoder_norm=decoder_norm,
+        encoder_position_bias=encoder_blocks[0].position_bias,
+        decoder_position_bias=decoder_blocks[0].position_bias,
+    )
+    return inputs, logits, parts
 
 
 class CachedT5:

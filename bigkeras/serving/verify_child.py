@@ -32,6 +32,7 @@ for _name in BLOCKED:
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from tensorflow.core.protobuf import config_pb2, saved_model_pb2  # noqa: E402
+# Private, and listed in bigkeras.private_apis (checked there): TensorFlow has no public op-registry lookup.
 from tensorflow.python.framework import op_def_registry  # noqa: E402
 from tensorflow_serving.apis import prediction_log_pb2  # noqa: E402
 

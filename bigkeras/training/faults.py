@@ -30,7 +30,8 @@ import os
 import threading
 
 import tensorflow as tf
-from tensorflow.python.eager import context
+
+from bigkeras import private_apis
 
 HEALTH_INTERVAL_SECONDS = 2.0
 HEALTH_TIMEOUT_SECONDS = 5.0
@@ -106,12 +107,11 @@ class PeerWatch:
         self._stop.set()
 
     def _run(self) -> None:
-        ctx = context.context()
         failures = dict.fromkeys(self.peers, 0)
         while not self._stop.wait(self.interval):
             for peer in self.peers:
                 try:
-                    ctx.check_collective_ops_peer_health(peer, timeout_in_ms=int(self.timeout * 1000))
+                    private_apis.check_peer_health(peer, self.timeout)
                     failures[peer] = 0
                 except (tf.errors.UnavailableError, tf.errors.FailedPreconditionError,
                         tf.errors.DeadlineExceededError) as err:
@@ -122,7 +122,7 @@ class PeerWatch:
                         self.lost = peer
                         message = f"bigkeras: peer {peer} is lost ({self.retries} health checks failed)"
                         _log.error("%s; aborting the collectives", message)
-                        ctx.abort_collective_ops(tf.errors.UNAVAILABLE, message)
+                        private_apis.abort_collectives(message)
                         return
 
 

@@ -21,6 +21,8 @@ from collections.abc import Callable
 import keras
 import tensorflow as tf
 
+from bigkeras import private_apis
+
 
 def fit_distributed(
     model: keras.Model,
@@ -63,7 +65,7 @@ def fit_distributed(
     with collectives(), strategy.scope():
         # Create the metric, loss and optimizer state before tracing, from the input spec
         # alone (what fit's symbolic build does, minus its cross-worker input reduction).
-        model._symbolic_build(data_batch=train_data.element_spec)
+        private_apis.build_compiled_state(model, train_data.element_spec)
         if not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
 
