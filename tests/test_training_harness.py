@@ -134,7 +134,7 @@ def test_schedules_warm_up_then_decay():
     assert float(constant.learning_rate) == pytest.approx(1e-3)
 
 
-@pytest.mark.parametrize("name", ["adamw", "sgd"])
+@pytest.mark.parametrize("name", ["adamw", "sgd", "adafactor"])
 def test_weight_decay_skips_biases_and_norm_parameters(name):
     inputs = keras.Input((4,))
     x = keras.layers.Dense(4, name="dense")(inputs)
@@ -151,6 +151,17 @@ def test_weight_decay_skips_biases_and_norm_parameters(name):
     assert moved.pop("dense/kernel") == pytest.approx(0.05)  # x -= lr * wd * x
     assert moved == {k: 0.0 for k in moved} and set(moved) == {
         "dense/bias", "ln/gamma", "ln/beta", "bn/gamma", "bn/beta"}
+
+
+def test_adafactor_steps_scale_with_each_weights_rms():
+    # T5's optimizer: the same gradient moves a weight of RMS 1 a hundred times further than one
+    # of RMS 0.01 (a unit-variance embedding and a small kernel change at the same relative rate).
+    big, small = keras.Variable(np.ones((4, 4), "float32")), keras.Variable(np.full((4, 4), 0.01, "float32"))
+    opt = make_optimizer(TrainConfig(optimizer="adafactor", learning_rate=0.01), keras.Sequential(), total_steps=1)
+    gradient = np.random.default_rng(0).normal(size=(4, 4)).astype("float32")
+    opt.apply([gradient, gradient], [big, small])
+    moved_big, moved_small = np.abs(np.asarray(big) - 1), np.abs(np.asarray(small) - 0.01)
+    assert moved_big.max() > 0 and np.allclose(moved_big, 100 * moved_small, rtol=1e-3)
 
 
 def test_mixed_bfloat16_computes_in_bf16_with_float32_variables(tmp_path):

@@ -10,7 +10,7 @@ from typing import Any
 from bigkeras import checks
 
 STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker")
-OPTIMIZERS = ("adamw", "adam", "sgd")
+OPTIMIZERS = ("adamw", "adam", "sgd", "adafactor")
 SCHEDULES = ("constant", "cosine", "step")
 MIXED_PRECISION = (False, "auto", "mixed_bfloat16", "mixed_float16")
 
@@ -34,9 +34,10 @@ class TrainConfig:
             strategy), ``"default"``, ``"one_device"``, ``"mirrored"`` or ``"multi_worker"``.
         cpu_replicas: int, split the CPU into this many logical devices (0 = do not split).
             Must happen before TensorFlow initialises its devices.
-        optimizer: ``"adamw"``, ``"adam"`` or ``"sgd"`` (with ``momentum``).
+        optimizer: ``"adamw"``, ``"adam"``, ``"sgd"`` (with ``momentum``) or ``"adafactor"``
+            (T5's: factored second moments, steps scaled by each weight's RMS).
         learning_rate: float, the peak learning rate.
-        weight_decay: float, decoupled weight decay for AdamW and SGD; never applied to
+        weight_decay: float, decoupled weight decay for AdamW, SGD and Adafactor; never applied to
             biases and normalisation parameters.
         momentum: float in [0, 1), SGD momentum.
         schedule: ``"constant"``, ``"cosine"`` (decay to 0 over the run) or ``"step"``

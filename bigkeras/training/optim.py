@@ -109,6 +109,10 @@ def make_optimizer(config: TrainConfig, model: keras.Model, total_steps: int) ->
         opt = keras.optimizers.SGD(momentum=config.momentum, weight_decay=decay, **common)
     elif config.optimizer == "adam":
         opt = keras.optimizers.Adam(**common)
+    elif config.optimizer == "adafactor":
+        # Shazeer and Stern, 2018, as T5 trains: each update is scaled by the weight's RMS, so
+        # T5's unit-variance embeddings and its small kernels move at the same relative rate.
+        opt = keras.optimizers.Adafactor(weight_decay=decay, **common)
     else:
         opt = keras.optimizers.AdamW(weight_decay=config.weight_decay, **common)
     if decay and config.optimizer != "adam":
