@@ -7,11 +7,15 @@ tied and rescaled output projection, and every source prefixed with the task ("t
 German to English: "), as T5 frames every task. Text is cut into pieces by one SentencePiece
 model (8,000 pieces at most, case kept) trained on both sides of the training pairs of the
 Ding dictionary (15,011 training pairs, 834 validation and 834 test pairs, the split of
-``de_en_seq2seq``). It reports corpus BLEU (keras-hub's, SacreBLEU's 13a tokenization,
+``de_en_seq2seq``). It trains with Adafactor, as T5 does. It reports corpus BLEU (keras-hub's, SacreBLEU's 13a tokenization,
 lower-cased as ``de_en_seq2seq`` scores it) of cached greedy decoding on the test pairs, and
 token perplexity on validation.
 
-Measured here: see the README's results table (this recipe's row next to ``de_en_seq2seq``).
+Measured here (12 epochs, 7 min 44 s on 2 CPU cores): test BLEU 7.5, twice ``de_en_seq2seq``'s
+3.4 on the same test pairs and budget, and validation perplexity 39.6 per piece (best 36.8 at
+epoch 7: it overfits after; not comparable with ``de_en_seq2seq``'s 21.8 per lower-cased
+WordPiece token). Still far from translation: short sentences come out right ("It was pretty
+cold."), long ones do not (``samples.json``).
 The export translates raw strings: ``{"source": ["translate German to English: Der Hund
 schläft."]}`` -> ``{"translation": [...]}``, SentencePiece (TF Text ops) and decoding inside
 the graph.
