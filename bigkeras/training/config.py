@@ -71,7 +71,7 @@ class TrainConfig:
         resume: bool, continue from the backup in ``run_dir`` if there is one.
         verbose: int, 0 silent, 1 progress bar, 2 one line per epoch.
         lora_rank: int, 0 (default: train every weight) or the rank of LoRA adapters: the
-            model's bigkeras Transformer backbone (``BertBackbone``, ``GPT``, ``Seq2Seq``,
+            model's bigkeras Transformer backbone (``BertBackbone``, ``GPT``, ``Seq2Seq``, ``T5``,
             itself or nested) is frozen and adapters on its ``lora_targets`` train, with
             whatever lies outside it (a task head).
         lora_alpha: float or None, the adapters' scale numerator (scale ``alpha / rank``);
