@@ -27,10 +27,13 @@ args = recipe.parse_args(
 
 import keras_hub  # noqa: E402
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
 from bigkeras import data  # noqa: E402
-from bigkeras.serving.seq2seq import teacher_forcing_examples, translate_signatures  # noqa: E402
+from bigkeras.serving.seq2seq import (  # noqa: E402
+    teacher_forcing_examples,
+    translate_signatures,
+    translate_texts,
+)
 from bigkeras.training import train  # noqa: E402
 
 # Bytes 2 and 3 (ASCII "start/end of text") never occur in a date: free special tokens.
@@ -66,11 +69,7 @@ result = train("transformer_base", train_ds, val_ds, config, model_kwargs=model_
 # ---------------------------------------------------------------------------------------
 # The held-out score runs the serving signature itself: what is measured is what is served.
 signatures = translate_signatures(result.model, tokenizer, examples=dates.test.x[:4], **TOKENS)
-translate = signatures["translate"]
-predicted = np.concatenate([
-    translate(source=tf.constant(batch.tolist()))["translation"].numpy().astype(str)
-    for batch in np.array_split(dates.test.x, max(1, len(dates.test) // 500))
-])
+predicted = translate_texts(signatures["translate"], dates.test.x, batch_size=500)
 exact = float(np.mean(predicted == dates.test.y.astype(str)))
 samples = [{"source": s, "target": t, "prediction": p, "correct": bool(p == t)}
            for s, t, p in zip(dates.test.x[: recipe.SAMPLES], dates.test.y, predicted)]

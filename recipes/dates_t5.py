@@ -26,10 +26,13 @@ from bigkeras import recipe
 args = recipe.parse_args(__doc__, name="dates_t5", data="dates", epochs=6, batch_size=32, learning_rate=1e-3)
 
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
 from bigkeras import data  # noqa: E402
-from bigkeras.serving.seq2seq import teacher_forcing_examples, translate_signatures  # noqa: E402
+from bigkeras.serving.seq2seq import (  # noqa: E402
+    teacher_forcing_examples,
+    translate_signatures,
+    translate_texts,
+)
 from bigkeras.training import train  # noqa: E402
 
 PREFIX = "normalize date: "  # the text-to-text task prefix
@@ -68,11 +71,7 @@ result = train("t5_tiny", train_ds, val_ds, config, model_kwargs=model_kwargs)
 # ---------------------------------------------------------------------------------------
 # The held-out score runs the serving signature itself: what is measured is what is served.
 signatures = translate_signatures(result.model, tokenizer, examples=prompts["test"][:4], **TOKENS)
-translate = signatures["translate"]
-predicted = np.concatenate([
-    translate(source=tf.constant(batch.tolist()))["translation"].numpy().astype(str)
-    for batch in np.array_split(prompts["test"], max(1, len(dates.test) // 500))
-])
+predicted = translate_texts(signatures["translate"], prompts["test"], batch_size=500)
 exact = float(np.mean(predicted == dates.test.y.astype(str)))
 samples = [{"source": s, "target": t, "prediction": p, "correct": bool(p == t)}
            for s, t, p in zip(prompts["test"][: recipe.SAMPLES], dates.test.y, predicted)]

@@ -27,10 +27,13 @@ args = recipe.parse_args(__doc__, name="de_en_seq2seq", data="de_en", epochs=12,
 
 import keras_hub  # noqa: E402
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
 from bigkeras import data  # noqa: E402
-from bigkeras.serving.seq2seq import teacher_forcing_examples, translate_signatures  # noqa: E402
+from bigkeras.serving.seq2seq import (  # noqa: E402
+    teacher_forcing_examples,
+    translate_signatures,
+    translate_texts,
+)
 from bigkeras.training import train  # noqa: E402
 
 # Data
@@ -67,14 +70,10 @@ result = train("transformer_base", train_ds, val_ds, config, model_kwargs=model_
 # Export
 # ---------------------------------------------------------------------------------------
 signatures = translate_signatures(result.model, tokenizer, examples=pairs.test.x[:4], **TOKENS)
-translate = signatures["translate"]
-translations = np.concatenate([
-    translate(source=tf.constant(batch.tolist()))["translation"].numpy().astype(bytes)
-    for batch in np.array_split(pairs.test.x, max(1, len(pairs.test) // 200))
-])
+translations = translate_texts(signatures["translate"], pairs.test.x, batch_size=200)
 bleu = keras_hub.metrics.Bleu()
-bleu.update_state([[t.lower()] for t in pairs.test.y], [t.decode("utf-8") for t in translations])  # (n, refs)
-samples = [{"source": s, "reference": r, "translation": t.decode("utf-8")}
+bleu.update_state([[t.lower()] for t in pairs.test.y], list(translations))  # (n, refs)
+samples = [{"source": s, "reference": r, "translation": t}
            for s, r, t in zip(pairs.test.x[: recipe.SAMPLES], pairs.test.y, translations)]
 val_perplexity = result.model.evaluate(data.batched(val_ds, 256), return_dict=True, verbose=0)["perplexity"]
 recipe.publish(args, result, pairs, metric="test_bleu", value=float(bleu.result()), samples=samples,

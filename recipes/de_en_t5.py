@@ -34,10 +34,13 @@ args = recipe.parse_args(__doc__, name="de_en_t5", data="de_en", epochs=12, batc
 
 import keras_hub  # noqa: E402
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
 from bigkeras import data  # noqa: E402
-from bigkeras.serving.seq2seq import teacher_forcing_examples, translate_signatures  # noqa: E402
+from bigkeras.serving.seq2seq import (  # noqa: E402
+    teacher_forcing_examples,
+    translate_signatures,
+    translate_texts,
+)
 from bigkeras.training import train  # noqa: E402
 
 PREFIX = "translate German to English: "  # the text-to-text task prefix
@@ -81,12 +84,7 @@ result = train("t5_tiny", train_ds, val_ds, config, model_kwargs=model_kwargs, m
 # ---------------------------------------------------------------------------------------
 # The held-out score runs the serving signature itself: what is measured is what is served.
 signatures = translate_signatures(result.model, tokenizer, examples=prompts["test"][:4], **TOKENS)
-translate = signatures["translate"]
-translations = np.concatenate([
-    translate(source=tf.constant(batch.tolist()))["translation"].numpy().astype(bytes)
-    for batch in np.array_split(prompts["test"], max(1, len(pairs.test) // 200))
-])
-translations = [t.decode("utf-8") for t in translations]
+translations = translate_texts(signatures["translate"], prompts["test"], batch_size=200)
 bleu = keras_hub.metrics.Bleu()
 bleu.update_state([[t.lower()] for t in pairs.test.y], [t.lower() for t in translations])  # (n, refs)
 samples = [{"source": s, "reference": r, "translation": t}

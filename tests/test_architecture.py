@@ -3,6 +3,8 @@
 - No module-level import cycle between bigkeras modules.
 - Layers (``FORBIDDEN``): ``layers`` and ``models`` never import ``training``, ``serving`` or
   ``checkpoints``; ``serving`` never imports ``training``; ``training`` never imports ``serving``.
+- Private TensorFlow, Keras and keras-hub APIs only in ``bigkeras/private_apis.py`` (``ALLOWED_PRIVATE``):
+  no other module reads another object's ``_name`` or imports ``tensorflow.python``/``keras.src``.
 - Every function under ``MAX_FUNCTION_LINES`` lines of code (docstring, comments and blank
   lines excluded).
 """
@@ -24,6 +26,10 @@ FORBIDDEN = {  # package -> the packages it must never import (at any level, laz
     "bigkeras.serving": ("bigkeras.training", "bigkeras.checkpoints"),
     "bigkeras.training": ("bigkeras.serving", "bigkeras.checkpoints"),
 }
+
+# Modules allowed to touch other libraries' private names: private_apis, and the verify child,
+# which must not import bigkeras (private_apis checks its one private import).
+ALLOWED_PRIVATE = {"bigkeras.private_apis", "bigkeras.serving.verify_child"}
 
 
 def _modules():
@@ -140,3 +146,19 @@ def test_no_function_in_bigkeras_is_longer_than_the_limit():
     longest = max(lengths)
     assert longest[0] < MAX_FUNCTION_LINES, f"{longest[1]}: {longest[0]} lines of code"
     assert len(lengths) > 500  # the walk saw the package
+
+
+def test_no_module_outside_private_apis_reaches_into_private_names():
+    offenders = []
+    for name, (_, tree) in _modules().items():
+        if name in ALLOWED_PRIVATE:
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
+                if not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")):
+                    offenders.append(f"{name}:{node.lineno} .{node.attr}")
+            elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                names = [node.module or ""] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
+                offenders += [f"{name}:{node.lineno} import {n}" for n in names
+                              if n.startswith(("tensorflow.python", "keras.src"))]
+    assert not offenders, "private APIs belong in bigkeras/private_apis.py:\n" + "\n".join(offenders)

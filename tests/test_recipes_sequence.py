@@ -146,6 +146,21 @@ def test_translate_signature_decodes_like_generate():
     assert out["translation"].numpy().astype(str).tolist() == decoded
 
 
+def test_translate_texts_runs_the_signature_in_batches_and_decodes_utf8():
+    from bigkeras.serving.seq2seq import translate_texts
+
+    calls = []
+
+    def upper(source):  # stands in for a translate signature
+        calls.append(len(source))
+        return {"translation": tf.strings.upper(source, encoding="utf-8")}
+
+    out = translate_texts(upper, ["schön", "a", "b", "c", "d"], batch_size=2)
+    assert out.tolist() == ["SCHÖN", "A", "B", "C", "D"] and calls == [3, 2]
+    with pytest.raises(ValueError, match="batch_size"):
+        translate_texts(upper, ["a"], batch_size=0)
+
+
 def test_preprocessed_text_signature_runs_the_preprocessor_in_graph():
     import keras_hub
 

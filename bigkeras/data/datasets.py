@@ -22,17 +22,7 @@ import numpy as np
 
 from bigkeras import checks
 from bigkeras.data import images, pairs, text
-from bigkeras.data.base import (  # noqa: F401  (re-exported: the public names of bigkeras.data)
-    SEED,
-    Data,
-    DataFileError,
-    Split,
-    labels_to_ids,
-    package_file,
-    random_splits,
-    reading,
-    texts,
-)
+from bigkeras.data.base import Data, DataFileError, Split, texts
 
 TFDS_PREFIX = "tfds:"
 

@@ -164,6 +164,24 @@ def translate_signatures(
     return {"translate": Signature(translate, {"source": source_spec}, {"source": examples}, resources)}
 
 
+def translate_texts(translate: Signature, texts: Sequence[str], *, batch_size: int) -> np.ndarray:
+    """Run a ``translate`` signature over many texts in batches of about ``batch_size``.
+
+    Args:
+        translate: the ``"translate"`` entry of ``translate_signatures(...)``.
+        texts: the source texts (``str``).
+        batch_size: int, texts per call (the texts are cut into ``len // batch_size`` equal
+            batches, at least one).
+
+    Returns:
+        The translations, a ``str`` array aligned with ``texts`` (decoded from UTF-8).
+    """
+    checks.positive_int("batch_size", batch_size)
+    batches = np.array_split(np.asarray(texts, dtype=object), max(1, len(texts) // batch_size))
+    translations = [translate(source=tf.constant([str(t) for t in batch]))["translation"].numpy() for batch in batches]
+    return np.array([t.decode("utf-8") for t in np.concatenate(translations)], dtype=str)
+
+
 def _tokenize(tokenizer, texts) -> tf.RaggedTensor:
     """Texts to ragged int32 ids ``(n, ?)``, as the serving graph tokenizes them."""
     texts = tf.constant([str(t) for t in texts])  # str -> UTF-8 bytes
