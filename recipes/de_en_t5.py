@@ -11,7 +11,7 @@ Ding dictionary (15,011 training pairs, 834 validation and 834 test pairs, the s
 lower-cased as ``de_en_seq2seq`` scores it) of cached greedy decoding on the test pairs, and
 token perplexity on validation.
 
-Measured here (12 epochs, 7 min 44 s on 2 CPU cores): test BLEU 7.5, twice ``de_en_seq2seq``'s
+Measured here (12 epochs, 7 min 48 s on 2 CPU cores): test BLEU 7.5, twice ``de_en_seq2seq``'s
 3.4 on the same test pairs and budget, and validation perplexity 39.6 per piece (best 36.8 at
 epoch 7: it overfits after; not comparable with ``de_en_seq2seq``'s 21.8 per lower-cased
 WordPiece token). Still far from translation: short sentences come out right ("It was pretty
