@@ -147,6 +147,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--no-verify", action="store_true", help="skip the parity check in a fresh process")
     p.add_argument("--quantize", choices=["int8"], help="export an int8 copy (Keras' own int8 quantization)")
+    p.add_argument("--max-batch-size", type=int, help="rows per request (default: each signature's bound, sized for the model)")
     p.set_defaults(run=_export)
 
     p = sub.add_parser("inspect", help="signatures of a SavedModel and the TF Serving releases that load it")
@@ -179,7 +180,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--tf-serving", metavar="RELEASE", help="use this TF Serving release (e.g. 2.19); fail if it cannot load a model")
     p.add_argument("--no-config", action="store_true", help="do not (re)write models.config first")
     p.add_argument("--batching", action="store_true", help="write batching_parameters.txt and enable server-side batching")
-    p.add_argument("--max-batch-size", type=int, default=32)
+    p.add_argument("--max-batch-size", type=int,
+                   help="rows per batch (default and maximum: the smallest row bound of the served signatures)")
     p.add_argument("--batch-timeout-micros", type=int, default=1000)
     p.add_argument("--batch-threads", type=int, help="threads that run batches (default: this machine's CPU count)")
     p.set_defaults(run=_serving_command)
@@ -209,7 +211,7 @@ def _export(args, rest):
     import keras
 
     import bigkeras
-    from bigkeras.serving import default_signatures, export_saved_model, verify, write_model_config
+    from bigkeras.serving import default_signatures, publish_saved_model
 
     if args.source.endswith(".keras"):
         model = keras.saving.load_model(args.source)
@@ -218,24 +220,25 @@ def _export(args, rest):
         model = bigkeras.build(args.source)
         name = args.name or args.source
     class_names = args.class_names.split(",") if args.class_names else None
-    path = export_saved_model(model, name, base_dir=args.base_dir, version=args.version, overwrite=args.overwrite,
-                              signatures=lambda m: default_signatures(m, class_names=class_names),
-                              quantize=args.quantize)
-    config = write_model_config(args.base_dir)
-    print(f"exported {path}\nwrote {config}")
-    if not args.no_verify:
-        from bigkeras.serving.deploy import LOW_PRECISION_TOLERANCE
-
-        report = verify(path, **(LOW_PRECISION_TOLERANCE if args.quantize else {}))
+    # Verified in a temporary directory before it is renamed into place; models.config after that.
+    published = publish_saved_model(
+        model, name, base_dir=args.base_dir, version=args.version, overwrite=args.overwrite,
+        signatures=lambda m: default_signatures(m, class_names=class_names), quantize=args.quantize,
+        max_batch_size=args.max_batch_size, verify=not args.no_verify, write_config=True,
+    )
+    report = published.report
+    if report is not None:
         minimum = report.compatibility["minimum_release"]
         print(f"verified: {', '.join(report.parity_checked)} match Keras; {report.warmup_records} warmup records replay; "
               + (f"loads on TF Serving {minimum}+" if minimum else "no TF Serving release in the table loads it"))
+    print(f"exported {published.path}{'' if report else ' (not verified: --no-verify)'}\nwrote {published.config}")
 
 
 def _inspect(args, rest):
     import tensorflow as tf
     from tensorflow.core.protobuf import saved_model_pb2
 
+    from bigkeras.serving import bounds
     from bigkeras.serving import compatibility as compat
 
     path = pathlib.Path(args.path)
@@ -254,6 +257,8 @@ def _inspect(args, rest):
     stored = compat.report_path(path).is_file()
     print(f"TF Serving compatibility ({'assets.extra/' + compat.REPORT_FILE if stored else 'computed from the graph'}):")
     print(compat.summary(compat.load_report(path)))
+    print(f"Request bounds (assets.extra/{bounds.BOUNDS_FILE}; a request over one is refused with INVALID_ARGUMENT):")
+    print(bounds.summary(bounds.load_bounds(path)))
 
 
 def _verify(args, rest):
@@ -286,7 +291,8 @@ def _predict(args, rest):
 
 def _serving_command(args, rest):
     from bigkeras.serving import IncompatibleRelease
-    from bigkeras.serving.batching import unbatchable_inputs, write_batching_parameters
+    from bigkeras.serving.batching import batch_size_within_bounds, unbatchable_inputs, write_batching_parameters
+    from bigkeras.serving.bounds import bucket_sizes
 
     if not args.no_config:
         from bigkeras.serving.config import write_model_config
@@ -299,9 +305,10 @@ def _serving_command(args, rest):
     batching_file = None
     if args.batching:
         try:
+            max_batch_size = batch_size_within_bounds(served_versions(args.base_dir), args.max_batch_size)
             batching_file = write_batching_parameters(
-                args.base_dir, max_batch_size=args.max_batch_size, batch_timeout_micros=args.batch_timeout_micros,
-                num_batch_threads=args.batch_threads,
+                args.base_dir, max_batch_size=max_batch_size, allowed_batch_sizes=bucket_sizes(max_batch_size),
+                batch_timeout_micros=args.batch_timeout_micros, num_batch_threads=args.batch_threads,
             ).name
         except ValueError as err:
             raise SystemExit(f"bigkeras serving-command: {err}") from None

@@ -243,6 +243,30 @@ def left_pad(sequences, pad_id: int = 0):
     return ids, mask
 
 
+def cache_bytes_per_row(model: keras.Model, *, input_length: int, max_length: int) -> int:
+    """Bytes of the decode cache that one row of ``make_generate_fn(model, max_length=...)`` holds.
+
+    Measured by building the cache for one row (every block's keys and values, and for
+    seq2seq and T5 the encoder's projected context of ``input_length`` source tokens), so it
+    follows the model's own layers, dtypes and sizes. The cache is linear in the rows.
+
+    Args:
+        model: a ``gpt``, ``seq2seq`` or ``t5`` model.
+        input_length: int, the prompt (GPT) or source (seq2seq) tokens of the row.
+        max_length: int, the decode length the cache holds.
+
+    Example:
+        >>> cache_bytes_per_row(bigkeras.build("gpt_tiny"), input_length=1, max_length=32)
+    """
+    checks.positive_int("input_length", input_length)
+    checks.positive_int("max_length", max_length)
+    names = {t.name for t in model.inputs}
+    adapter = _seq2seq_adapter(model, True) if "encoder_token_ids" in names else _gpt_adapter(model, True)
+    ids = tf.zeros((1, input_length), tf.int32)
+    cache = adapter.init_cache(ids, tf.ones_like(ids), max_length)
+    return int(sum(np.prod(t.shape) * t.dtype.size for t in tf.nest.flatten(cache)))
+
+
 # One traced function per (model, settings); weak keys so models are not kept alive.
 _FUNCTIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 

@@ -85,12 +85,16 @@ def parse_args(
     add("--data-dir", help="read the data files (or the TFDS data dir) from here")
     add("--run-dir", help=f"run directory (default runs/{name})")
     add("--export-dir", default="saved_models", help="TF Serving model base directory")
+    add("--max-batch-size", type=int, help="rows per serving request (default: each signature's bound, sized "
+        "for the model; bigkeras inspect prints them)")
     add("--resume", action="store_true", help="continue an interrupted run from its backup in the run dir")
     add("--smoke", action="store_true", help="a few steps on a small slice (tests); still exports and verifies")
     for flags, kwargs in extra:
         add(*flags, **kwargs)
     args = parser.parse_args(argv)
-    for flag in ("epochs", "batch_size", "cpu_replicas"):
+    for flag in ("epochs", "batch_size", "cpu_replicas", "max_batch_size"):
+        if getattr(args, flag) is None:
+            continue
         try:
             checks.positive_int(flag, getattr(args, flag), allow_zero=flag == "cpu_replicas")
         except ValueError as err:
@@ -390,7 +394,7 @@ def publish(
         multi-worker run's other workers (not the chief) nothing is written or exported and
         the record has no ``export``.
     """
-    from bigkeras.serving import export_saved_model, verify, write_model_config
+    from bigkeras.serving import publish_saved_model
     from bigkeras.serving.deploy import LOW_PRECISION_TOLERANCE
 
     if not getattr(result, "is_chief", True):
@@ -398,10 +402,15 @@ def publish(
         return {"recipe": args.name, "data": dataset.name, "metric": metric, "value": round(float(value), 4)}
     run_dir = pathlib.Path(result.run_dir)
     (run_dir / "samples.json").write_text(json.dumps(list(samples), indent=2, ensure_ascii=False) + "\n")
-    path = export_saved_model(result.model, args.name, base_dir=args.export_dir, signatures=signatures)
     low_precision = getattr(args, "quantize", None) or args.mixed_precision not in (False, "off")
-    report = verify(path, **(LOW_PRECISION_TOLERANCE if low_precision else {}))
-    config = write_model_config(args.export_dir)
+    # Verified in a temporary directory, then renamed into place, then models.config: a server
+    # polling the export directory never loads a version that did not verify.
+    published = publish_saved_model(
+        result.model, args.name, base_dir=args.export_dir, signatures=signatures,
+        max_batch_size=getattr(args, "max_batch_size", None),
+        verify=LOW_PRECISION_TOLERANCE if low_precision else {}, write_config=True,
+    )
+    path, report, config = published.path, published.report, published.config
     record = {
         "recipe": args.name,
         "data": dataset.name,

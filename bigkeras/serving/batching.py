@@ -14,18 +14,24 @@ from __future__ import annotations
 
 import os
 import pathlib
+from collections.abc import Mapping, Sequence
 
 from bigkeras import checks
 
 BATCHING_FILE = "batching_parameters.txt"
 
 
-def batching_parameters(*, max_batch_size: int = 32, batch_timeout_micros: int = 1000,
-                        num_batch_threads: int | None = None, max_enqueued_batches: int | None = None) -> str:
+def batching_parameters(*, max_batch_size: int = 32, allowed_batch_sizes: Sequence[int] = (),
+                        batch_timeout_micros: int = 1000, num_batch_threads: int | None = None,
+                        max_enqueued_batches: int | None = None) -> str:
     """A ``BatchingParameters`` text proto for ``--batching_parameters_file``.
 
     Args:
         max_batch_size: int, the most requests' rows run as one batch. Default 32.
+        allowed_batch_sizes: increasing row counts a batch is padded up to, the last equal
+            to ``max_batch_size`` (TF Serving's rule); the export's warmup covers
+            ``bounds.bucket_sizes``, so those batches never meet a first-time shape.
+            Default none (batches run at any size).
         batch_timeout_micros: int, how long a partial batch waits for more requests. Default
             1000 (the guide's "slightly above zero, e.g. 1 millisecond").
         num_batch_threads: int, threads that run batches; default the machine's CPU count.
@@ -43,7 +49,39 @@ def batching_parameters(*, max_batch_size: int = 32, batch_timeout_micros: int =
             "max_enqueued_batches", max_enqueued_batches if max_enqueued_batches is not None else threads),
         "num_batch_threads": checks.positive_int("num_batch_threads", threads),
     }
-    return "".join(f"{field} {{ value: {value} }}\n" for field, value in values.items())
+    allowed = [checks.positive_int("allowed_batch_sizes", n) for n in allowed_batch_sizes]
+    if allowed and (allowed != sorted(set(allowed)) or allowed[-1] != values["max_batch_size"]):
+        raise ValueError(f"`allowed_batch_sizes` must increase and end with `max_batch_size` "
+                         f"({values['max_batch_size']}), got {allowed}.")
+    text = "".join(f"{field} {{ value: {value} }}\n" for field, value in values.items())
+    return text + "".join(f"allowed_batch_sizes: {n}\n" for n in allowed)
+
+
+def batch_size_within_bounds(served: Mapping[str, Sequence[os.PathLike]], max_batch_size: int | None = None) -> int:
+    """The batch size every served signature accepts: the smallest of their row bounds.
+
+    A batch bigger than a signature's ``max_rows`` would be refused by the export's own
+    bound, so the batcher must not build one.
+
+    Args:
+        served: ``{model: [version directories]}`` (``cli.served_versions``).
+        max_batch_size: optional int the user asked for; it must be within every bound.
+
+    Raises:
+        ValueError: ``max_batch_size`` is over a served signature's bound (named).
+    """
+    from bigkeras.serving.bounds import load_bounds
+
+    bounds = {f"{name}/{pathlib.Path(path).name} {sig}": b["max_rows"]
+              for name, paths in served.items() for path in paths for sig, b in load_bounds(path).items()}
+    if max_batch_size is None:
+        return min(bounds.values(), default=32)
+    checks.positive_int("max_batch_size", max_batch_size)
+    over = sorted(f"{where} ({rows} rows)" for where, rows in bounds.items() if rows < max_batch_size)
+    if over:
+        raise ValueError(f"`--max-batch-size` {max_batch_size} is over the request bound of {', '.join(over)}; "
+                         "leave it out to use the smallest bound.")
+    return max_batch_size
 
 
 def write_batching_parameters(base_dir: str | os.PathLike = "saved_models", **kwargs) -> pathlib.Path:

@@ -1,39 +1,66 @@
-"""Atomic, versioned SavedModel export in TF Serving's layout: ``<base_dir>/<name>/<version>/``.
+"""Verified, atomic, versioned SavedModel export in TF Serving's layout: ``<base_dir>/<name>/<version>/``.
 
 TF Serving polls ``<base_dir>/<name>/`` for integer-named version directories. The export is
 written to a hidden temporary directory beside them (not an integer, so the server ignores
-it) and renamed into place: a rename within one filesystem is atomic, so a polling server
-sees either no version or a complete one.
+it), verified there, and renamed into place: a rename within one filesystem is atomic, so a
+polling server sees either no version or a complete, verified one. The rename refuses to
+replace an existing version (``renameat2(RENAME_NOREPLACE)``), so two exports racing for the
+same number end as two versions.
 """
 
 from __future__ import annotations
 
+import ctypes
+import dataclasses
+import errno
 import os
 import pathlib
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 
 import keras
 import numpy as np
 import tensorflow as tf
-from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 
 from bigkeras import checks
+from bigkeras.serving import bounds as bounds_lib
 from bigkeras.serving import compatibility
 from bigkeras.serving import warmup as warmup_lib
-from bigkeras.serving.config import list_versions
-from bigkeras.serving.deploy import deployable
+from bigkeras.serving.config import list_versions, write_model_config
+from bigkeras.serving.deploy import LOW_PRECISION_TOLERANCE, deployable
 from bigkeras.serving.signatures import Signature, default_signatures
-
-# Expected outputs for the parity check: PredictionLog records (request and the response the
-# Keras model gave) beside the warmup file. TF Serving ignores other files in assets.extra.
-EXPECTED_FILE = "bigkeras_expected_outputs"
+from bigkeras.serving.verify import VerifyReport, verify as run_verify
 
 WarmupSpec = bool | Mapping[str, Sequence[Mapping[str, np.ndarray]]]
+TMP_PREFIX = ".tmp-"  # <model_dir>/.tmp-<pid>-<random>: not an integer, so TF Serving ignores it
 
 
-def export_saved_model(
+@dataclasses.dataclass(frozen=True)
+class Published:
+    """What ``publish_saved_model`` did: the version directory, its verification, the config."""
+
+    path: pathlib.Path
+    report: VerifyReport | None  # None when verification was skipped (``verify=False``)
+    config: pathlib.Path | None  # the rewritten models.config, when asked for
+
+
+def export_saved_model(model: keras.Model, name: str, **kwargs) -> pathlib.Path:
+    """Export, verify and publish ``model`` to ``<base_dir>/<name>/<version>/``; return that path.
+
+    ``publish_saved_model`` with the same arguments (``write_config`` defaults to False here),
+    returning only the version directory.
+
+    Example:
+        >>> model = bigkeras.build("cnn_tiny")
+        >>> export_saved_model(model, "cnn", signatures=image_classifier_signatures(model))
+        PosixPath('saved_models/cnn/1')
+    """
+    return publish_saved_model(model, name, **kwargs).path
+
+
+def publish_saved_model(
     model: keras.Model,
     name: str,
     *,
@@ -43,15 +70,29 @@ def export_saved_model(
     warmup: WarmupSpec = True,
     overwrite: bool = False,
     quantize: str | None = None,
-) -> pathlib.Path:
-    """Export ``model`` with serving signatures to ``<base_dir>/<name>/<version>/``.
+    max_batch_size: int | None = None,
+    verify: bool | Mapping = True,
+    write_config: bool = False,
+) -> Published:
+    """Export ``model`` with serving signatures, verify it, then publish it in TF Serving's layout.
 
-    Besides the SavedModel, the export holds ``assets.extra/tf_serving_warmup_requests``
-    (TF Serving replays it on load), ``assets.extra/bigkeras_expected_outputs`` (each
-    signature's example inputs with the outputs the Keras model gave, which ``verify``
-    compares against the export loaded without Keras) and
-    ``assets.extra/bigkeras_serving_compatibility.json`` (the ops the graph needs and the TF
-    Serving releases that register them: ``bigkeras.serving.compatibility``).
+    The export is written to a hidden temporary directory beside the versions (a name TF
+    Serving ignores), verified there as TF Serving runs it (``bigkeras.serving.verify``: a
+    fresh process without Keras), and only then renamed to ``<base_dir>/<name>/<version>/``;
+    ``models.config`` is rewritten after that. A server polling the directory never sees a
+    version that has not verified, and a failed or killed export leaves no version behind
+    (the next export removes the dead one's temporary directory).
+
+    The rename never replaces a version: when another export took the version first, an
+    automatic ``version`` moves on to the next free number, and an explicit one fails.
+    ``overwrite=True`` swaps the new directory with the old one in one atomic rename.
+
+    Besides the SavedModel, the export holds, in ``assets.extra/``: ``tf_serving_warmup_requests``
+    (TF Serving replays it on load; one request per signature at each bucket row count of
+    ``bounds.bucket_sizes``), ``bigkeras_expected_outputs`` (each signature's example inputs
+    and the outputs the Keras model gave, which ``verify`` compares against),
+    ``bigkeras_serving_compatibility.json`` (the TF Serving releases that load it) and
+    ``bigkeras_request_bounds.json`` (each signature's ``RequestBounds``).
 
     Args:
         model: the ``keras.Model`` to export (its variables are tracked).
@@ -62,26 +103,32 @@ def export_saved_model(
         signatures: ``{name: Signature}`` from ``bigkeras.serving.signatures``, or a function
             of the model returning them (needed when the exported model is a copy: LoRA or
             ``quantize``); default ``default_signatures(model)`` (image or plain classifier).
-        warmup: ``True`` writes one warmup request per signature from its examples;
-            ``{signature_name: [inputs, ...]}`` writes those; ``False`` writes none.
-        overwrite: bool, replace an existing version directory. Default False.
+        warmup: ``True`` writes warmup requests from each signature's examples, at every
+            bucket row count; ``{signature_name: [inputs, ...]}`` writes those; ``False`` none.
+        overwrite: bool, replace an existing version directory (atomically). Default False.
         quantize: None (default) or ``"int8"``: export an int8 copy (``deploy.deployable``).
             A LoRA model is always exported with its adapters merged into the kernels.
+        max_batch_size: int, rows per request for every signature (default: each
+            signature's own bound, sized for the model).
+        verify: True (default) verifies before publishing with the default tolerance (or
+            ``deploy.LOW_PRECISION_TOLERANCE`` for a quantized or low-precision model); a
+            dict passes those keyword arguments to ``verify``; False skips verification.
+        write_config: bool, rewrite ``<base_dir>/models.config`` after publishing.
 
     Returns:
-        The path of the version directory.
+        ``Published(path, report, config)``.
 
     Raises:
-        FileExistsError: the version exists and ``overwrite`` is False.
-
-    Example:
-        >>> model = bigkeras.build("cnn_tiny")
-        >>> path = export_saved_model(model, "cnn", signatures=image_classifier_signatures(model))
-        >>> path
-        PosixPath('saved_models/cnn/1')
+        FileExistsError: ``version`` was given, exists, and ``overwrite`` is False.
+        VerificationError: the export does not run as the Keras model does; nothing is published.
     """
     if not isinstance(name, str) or not name or os.sep in name or name.startswith("."):
         raise ValueError(f"`name` must be a non-empty directory name, got {name!r}.")
+    if version is not None:
+        checks.positive_int("version", version)
+    if max_batch_size is not None:
+        checks.positive_int("max_batch_size", max_batch_size)
+    low_precision = quantize is not None or keras.backend.standardize_dtype(model.compute_dtype) != "float32"
     deployed = deployable(model, quantize=quantize)
     if deployed is not model and signatures is not None and not callable(signatures):
         raise ValueError(
@@ -94,36 +141,48 @@ def export_saved_model(
     signatures = dict(signatures if signatures is not None else default_signatures(model))
     if not signatures:
         raise ValueError("`signatures` must hold at least one signature.")
+    signatures = {k: dataclasses.replace(sig, bounds=sig.bounds.with_max_batch_size(max_batch_size))
+                  for k, sig in signatures.items()}
     model_dir = pathlib.Path(base_dir) / name
+    if version is not None and (model_dir / str(version)).exists() and not overwrite:
+        raise FileExistsError(f"{model_dir / str(version)} exists; pass overwrite=True or another `version`.")
     model_dir.mkdir(parents=True, exist_ok=True)
-    if version is None:
-        version = (list_versions(model_dir) or [0])[-1] + 1
-    checks.positive_int("version", version)
-    final = model_dir / str(version)
-    if final.exists() and not overwrite:
-        raise FileExistsError(f"{final} exists; pass overwrite=True or another `version`.")
+    remove_leftovers(model_dir)
 
-    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{version}.tmp-", dir=model_dir))
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.getpid()}-", dir=model_dir))
     try:
         _write_archive(model, signatures, tmp)
         compatibility.write_report(tmp)
+        bounds_lib.write_bounds(tmp, {k: sig.bounds for k, sig in signatures.items()})
         expected = [(sig_name, sig.examples, _run(sig, sig.examples)) for sig_name, sig in signatures.items()]
-        _write_expected(tmp, name, expected)
+        warmup_lib.write_expected(tmp, name, expected)
         requests = _warmup_requests(signatures, warmup)
         if requests:
             warmup_lib.write_warmup(tmp, name, requests)
-        _move_into_place(tmp, final)
+        report = None
+        if verify is True or isinstance(verify, Mapping):  # {} verifies with the default tolerance
+            options = dict(verify) if isinstance(verify, Mapping) else (LOW_PRECISION_TOLERANCE if low_precision else {})
+            report = run_verify(tmp, model_name=name, **options)
+        final = _publish(tmp, model_dir, version, overwrite)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return final
+    config = write_model_config(base_dir) if write_config else None
+    return Published(final, report, config)
 
 
-def read_expected(export_dir: str | os.PathLike) -> list[prediction_log_pb2.PredictionLog]:
-    """The ``(request, Keras response)`` records ``export_saved_model`` stored for parity."""
-    path = os.path.join(os.fspath(export_dir), warmup_lib.WARMUP_DIR, EXPECTED_FILE)
-    if not os.path.exists(path):
-        return []
-    return [prediction_log_pb2.PredictionLog.FromString(r) for r in tf.data.TFRecordDataset(path).as_numpy_iterator()]
+def remove_leftovers(model_dir: pathlib.Path) -> list[pathlib.Path]:
+    """Delete the temporary directories of exports whose process is gone (killed mid-export).
+
+    Returns:
+        The directories removed.
+    """
+    removed = []
+    for path in model_dir.glob(f"{TMP_PREFIX}*"):
+        pid = path.name[len(TMP_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
 
 
 def _write_archive(model: keras.Model, signatures: Mapping[str, Signature], path: pathlib.Path) -> None:
@@ -139,41 +198,26 @@ def _write_archive(model: keras.Model, signatures: Mapping[str, Signature], path
             archive.track(resource)
     for sig_name, sig in signatures.items():
         # A dict input signature gives the SavedModel signature these input names.
-        archive.add_endpoint(sig_name, _takes_dict(sig.fn), input_signature=[dict(sig.inputs)])
+        archive.add_endpoint(sig_name, _takes_dict(sig), input_signature=[dict(sig.inputs)])
     archive.write_out(os.fspath(path), verbose=False)
 
 
-def _takes_dict(fn):
+def _takes_dict(sig: Signature):
     def endpoint(inputs):
-        return fn(**inputs)
+        return sig(**inputs)  # the request bounds first, then the signature
 
     return endpoint
 
 
 def _run(sig: Signature, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     tensors = {k: tf.constant(v, dtype=sig.inputs[k].dtype) for k, v in inputs.items()}
-    return {k: np.asarray(v) for k, v in sig.fn(**tensors).items()}
-
-
-def _write_expected(export_dir: pathlib.Path, model_name: str, expected) -> None:
-    directory = export_dir / warmup_lib.WARMUP_DIR
-    directory.mkdir(exist_ok=True)
-    with tf.io.TFRecordWriter(os.fspath(directory / EXPECTED_FILE)) as writer:
-        for sig_name, inputs, outputs in expected:
-            response = predict_pb2.PredictResponse()
-            for key, value in outputs.items():
-                response.outputs[key].CopyFrom(tf.make_tensor_proto(value))
-            log = prediction_log_pb2.PredictionLog(
-                predict_log=prediction_log_pb2.PredictLog(
-                    request=warmup_lib.predict_request(model_name, sig_name, inputs), response=response
-                )
-            )
-            writer.write(log.SerializeToString())
+    return {k: np.asarray(v) for k, v in sig(**tensors).items()}
 
 
 def _warmup_requests(signatures: Mapping[str, Signature], warmup: WarmupSpec):
-    if warmup is True:
-        return [(sig_name, sig.examples) for sig_name, sig in signatures.items()]
+    if warmup is True:  # every signature at every bucket row count, so no request size is a first
+        return [(sig_name, _rows(sig, rows)) for sig_name, sig in signatures.items()
+                for rows in bounds_lib.bucket_sizes(sig.bounds.max_rows)]
     if warmup is False or warmup is None:
         return []
     if not isinstance(warmup, Mapping):
@@ -184,15 +228,88 @@ def _warmup_requests(signatures: Mapping[str, Signature], warmup: WarmupSpec):
     return [(sig_name, inputs) for sig_name, batch in warmup.items() for inputs in batch]
 
 
-def _move_into_place(tmp: pathlib.Path, final: pathlib.Path) -> None:
-    if not final.exists():
-        try:
-            os.rename(tmp, final)
+def _rows(sig: Signature, rows: int) -> dict[str, np.ndarray]:
+    """The signature's examples repeated or cut to ``rows`` rows (scalar inputs as they are)."""
+    out = {}
+    for key, value in sig.examples.items():
+        value = np.asarray(value)
+        if sig.inputs[key].shape.rank:
+            value = value[np.arange(rows) % len(value)]
+        out[key] = value
+    return out
+
+
+def _publish(tmp: pathlib.Path, model_dir: pathlib.Path, version: int | None, overwrite: bool) -> pathlib.Path:
+    """Rename ``tmp`` to a version directory without ever replacing one another export published."""
+    if version is not None:
+        final = model_dir / str(version)
+        if overwrite and final.exists():
+            _rename_exchange(tmp, final)  # one atomic swap: the old version is now at `tmp`
+            return final
+        if not _rename_noreplace(tmp, final):
+            raise FileExistsError(f"{final} was published by another export while this one ran; pick another `version`.")
+        return final
+    candidate = (list_versions(model_dir) or [0])[-1] + 1
+    while not _rename_noreplace(tmp, model_dir / str(candidate)):  # another export published it first
+        candidate += 1
+    return model_dir / str(candidate)
+
+
+def _rename_noreplace(source: pathlib.Path, target: pathlib.Path) -> bool:
+    """Rename unless ``target`` exists (atomically on Linux: ``renameat2(RENAME_NOREPLACE)``)."""
+    if _renameat2 is None:  # elsewhere: a check and a rename (a race window remains)
+        if target.exists():
+            return False
+        os.rename(source, target)
+        return True
+    if _renameat2(source, target, _RENAME_NOREPLACE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err == errno.EEXIST:
+        return False
+    raise OSError(err, os.strerror(err), os.fspath(target))
+
+
+def _rename_exchange(source: pathlib.Path, target: pathlib.Path) -> None:
+    """Swap two directories in one step (``RENAME_EXCHANGE``); elsewhere two renames."""
+    if _renameat2 is not None:
+        if _renameat2(source, target, _RENAME_EXCHANGE) == 0:
             return
-        except OSError as err:  # another exporter won the race for this version
-            raise FileExistsError(f"{final} appeared while exporting; pick another `version`.") from err
-    # overwrite=True: swap the old version out, the new one in, then delete the old one.
-    trash = final.with_name(f".{final.name}.old-{os.getpid()}")
-    os.rename(final, trash)
-    os.rename(tmp, final)
-    shutil.rmtree(trash)
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), os.fspath(target))
+    trash = target.with_name(f"{TMP_PREFIX}{os.getpid()}-old")
+    os.rename(target, trash)
+    os.rename(source, target)
+    os.rename(trash, source)
+
+
+def _load_renameat2():
+    """libc's ``renameat2`` (Linux, glibc 2.28+), or None."""
+    if sys.platform != "linux":
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    at_fdcwd = -100
+
+    def renameat2(source, target, flags):
+        return fn(at_fdcwd, os.fsencode(source), at_fdcwd, os.fsencode(target), flags)
+
+    return renameat2
+
+
+_RENAME_NOREPLACE, _RENAME_EXCHANGE = 1, 2
+_renameat2 = _load_renameat2()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -24,6 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from bigkeras import checks
+from bigkeras.serving.bounds import KV_CACHE_BUDGET_BYTES, RequestBounds, check_kv_cache
 from bigkeras.serving.signatures import Signature, _detokenize, _pad_id, _ragged_ids
 
 
@@ -98,6 +99,7 @@ def translate_signatures(
     target_tokenizer=None,
     sampler="greedy",
     examples: Sequence[str] | None = None,
+    kv_cache_budget_bytes: int = KV_CACHE_BUDGET_BYTES,
 ) -> dict[str, Signature]:
     """A ``translate`` signature: source strings in, target strings out, decoded in-graph.
 
@@ -120,6 +122,9 @@ def translate_signatures(
         sampler: a name in ``bigkeras.generation.SAMPLERS`` (``"greedy"``, ``"beam"``, ...) or
             a keras-hub ``Sampler``. Default ``"greedy"``.
         examples: optional sequence of str, real sources for warmup and the parity check.
+        kv_cache_budget_bytes: int, the decode cache one request may need (each row: the
+            decoder's keys and values, and the encoder context of ``source_length`` tokens);
+            this bounds the rows. Default 256 MiB.
 
     Returns:
         ``{"translate": Signature}``: input ``source`` string ``(batch,)``; outputs
@@ -132,7 +137,7 @@ def translate_signatures(
         ...                             start_token_id=2, end_token_id=3)
         >>> sigs["translate"](source=tf.constant(["4 mars 1998"]))["translation"]
     """
-    from bigkeras.generation import make_generate_fn  # keras-hub samplers; load on use
+    from bigkeras.generation import cache_bytes_per_row, make_generate_fn  # keras-hub samplers; load on use
 
     checks.positive_int("source_length", source_length)
     checks.positive_int("target_length", target_length)
@@ -147,9 +152,13 @@ def translate_signatures(
     drop = tf.constant(sorted({0, start_token_id, end_token_id}), tf.int32)
     source_spec = tf.TensorSpec((None,), tf.string, "source")
     examples = np.array(list(examples) if examples is not None else ["hello world", "zzyzx"], dtype=object)
+    per_row = cache_bytes_per_row(model, input_length=source_length, max_length=target_length + 1)
+    bounds = RequestBounds.for_decoding("translate", per_row, kv_cache_budget_bytes)
 
     def translate(source):
         source = tf.ensure_shape(source, source_spec.shape)
+        with tf.control_dependencies([check_kv_cache(tf.shape(source)[0], bounds)]):  # before tokenizing
+            source = tf.identity(source)
         ids = _ragged_ids(tokenizer(source), pad_id)[:, :source_length]  # (batch, ?)
         mask = tf.ragged.map_flat_values(tf.ones_like, ids)
         out = generate_fn(ids.to_tensor(pad_id), mask.to_tensor(0))  # (batch, 1 + target_length)
@@ -161,7 +170,7 @@ def translate_signatures(
         }
 
     resources = (model, tokenizer, target_tokenizer)
-    return {"translate": Signature(translate, {"source": source_spec}, {"source": examples}, resources)}
+    return {"translate": Signature(translate, {"source": source_spec}, {"source": examples}, resources, bounds)}
 
 
 def translate_texts(translate: Signature, texts: Sequence[str], *, batch_size: int) -> np.ndarray:

@@ -9,6 +9,8 @@ strings, prompts) and receives named outputs (``probabilities``, ``class_id``, `
 - checks each input's rank and fixed dimensions with ``tf.ensure_shape``, because a loaded
   signature does not: a request without the batch axis would otherwise reach a kernel and can
   crash the server process (a CHECK failure) instead of returning InvalidArgument;
+- states its request bounds (``bigkeras.serving.bounds``: rows, bytes per string, pixels per
+  image, key/value cache) and checks them in the graph before its first expensive op;
 - carries a batch of ``examples`` (real inputs when the caller passes them), used for the
   warmup file and the parity check.
 
@@ -18,6 +20,7 @@ The factories return ``{signature_name: Signature}`` dicts for ``export_saved_mo
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+import dataclasses
 from dataclasses import dataclass, field
 import keras
 import numpy as np
@@ -25,6 +28,7 @@ import tensorflow as tf
 
 from bigkeras import checks
 from bigkeras.data.preprocessing import PIXEL_SCALE, prepare_images
+from bigkeras.serving.bounds import KV_CACHE_BUDGET_BYTES, MAX_STRING_BYTES, RequestBounds, check_image_headers, check_kv_cache, check_request
 
 SERVING_DEFAULT = "serving_default"
 
@@ -39,15 +43,29 @@ class Signature:
         examples: a batch of example inputs keyed like ``inputs`` (numpy arrays), for warmup
             and parity.
         resources: layers or TF resources (lookup tables, tokenizers) the export must track.
+        bounds: the ``RequestBounds`` of a request; by default rows sized by the inputs'
+            elements per row, and ``MAX_STRING_BYTES`` per string when an input is a string.
+            ``fn`` checks the kind-specific ones (image headers, key/value cache) itself;
+            calling the signature checks rows and string bytes first.
     """
 
     fn: Callable[..., dict]
     inputs: Mapping[str, tf.TensorSpec]
     examples: Mapping[str, np.ndarray] = field(repr=False)
     resources: tuple = field(default=(), repr=False)
+    bounds: RequestBounds | None = None
+
+    def __post_init__(self):
+        if self.bounds is None:
+            per_row = max(int(np.prod([d or 64 for d in spec.shape[1:]])) for spec in self.inputs.values())
+            bounds = RequestBounds.for_tensor(per_row)
+            if any(spec.dtype == tf.string for spec in self.inputs.values()):
+                bounds = dataclasses.replace(bounds, max_string_bytes=MAX_STRING_BYTES)
+            object.__setattr__(self, "bounds", bounds)
 
     def __call__(self, **inputs) -> dict:
-        return self.fn(**inputs)
+        """Run the signature as the export does: the request bounds first, then ``fn``."""
+        return self.fn(**check_request(inputs, self.inputs, self.bounds))
 
 
 # ----------------------------------------------------------------------------- classifiers
@@ -99,7 +117,7 @@ def classifier_signatures(
         features = inputs if len(inputs) > 1 else next(iter(inputs.values()))
         return classifier_outputs(model(features, training=False), class_names)
 
-    return {SERVING_DEFAULT: Signature(serve, specs, examples, (model,))}
+    return {SERVING_DEFAULT: Signature(serve, specs, examples, (model,))}  # bounds sized by the inputs
 
 
 def image_classifier_signatures(
@@ -170,17 +188,24 @@ def image_classifier_signatures(
         return classifier_outputs(model(images, training=False), class_names)
 
     def decode(data):  # one encoded image -> (H, W, C) float32, the training pipeline's preprocessing
-        image = tf.io.decode_image(data, channels=channels, expand_animations=False)
+        image = tf.io.decode_image(data, channels=channels, expand_animations=False)  # uint8
         return prepare_images(image, size=(height, width), scale=scale, offset=offset)
+
+    bytes_bounds = RequestBounds.for_image_bytes(height, width, channels)
 
     def serve_bytes(image_bytes):
         image_bytes = tf.ensure_shape(image_bytes, bytes_spec.shape)
-        images = tf.map_fn(decode, image_bytes, fn_output_signature=tf.TensorSpec((height, width, channels), tf.float32))
+        image_bytes = check_image_headers(image_bytes, bytes_bounds.max_image_pixels)  # before any decoding
+        # One image at a time: a request holds one decoded image at the pixel bound, not a batch of them.
+        images = tf.map_fn(decode, image_bytes, fn_output_signature=tf.TensorSpec((height, width, channels), tf.float32),
+                           parallel_iterations=1)
         return serve_images(images)
 
     return {
-        SERVING_DEFAULT: Signature(serve_images, {"images": image_spec}, {"images": floats}, (model,)),
-        "serving_bytes": Signature(serve_bytes, {"image_bytes": bytes_spec}, {"image_bytes": encoded}, (model,)),
+        SERVING_DEFAULT: Signature(serve_images, {"images": image_spec}, {"images": floats}, (model,),
+                                   RequestBounds.for_images(height, width, channels)),
+        "serving_bytes": Signature(serve_bytes, {"image_bytes": bytes_spec}, {"image_bytes": encoded}, (model,),
+                                   bytes_bounds),
     }
 
 
@@ -243,7 +268,8 @@ def text_classifier_signatures(
         features = features if len(inputs) > 1 else features["token_ids"]
         return classifier_outputs(model(features, training=False), class_names)
 
-    return {SERVING_DEFAULT: Signature(serve, {"text": text_spec}, {"text": examples}, (model, tokenizer))}
+    bounds = RequestBounds.for_text(length)
+    return {SERVING_DEFAULT: Signature(serve, {"text": text_spec}, {"text": examples}, (model, tokenizer), bounds)}
 
 
 def gpt_signatures(
@@ -255,6 +281,7 @@ def gpt_signatures(
     stop_token_ids: Sequence[int] | None = None,
     examples: Sequence[str] | None = None,
     example_max_new_tokens: int = 4,
+    kv_cache_budget_bytes: int = KV_CACHE_BUDGET_BYTES,
 ) -> dict[str, Signature]:
     """A ``generate`` signature: prompt strings in, completion strings out, decoded in-graph.
 
@@ -274,6 +301,8 @@ def gpt_signatures(
         stop_token_ids: optional sequence of int that end a row's completion.
         examples: optional sequence of str, prompts for warmup and parity.
         example_max_new_tokens: int, ``max_new_tokens`` of the example request. Default 4.
+        kv_cache_budget_bytes: int, the key/value cache one request may need; every row
+            holds a ``max_length`` cache, so this bounds the rows. Default 256 MiB.
 
     Returns:
         ``{"generate": Signature}``: inputs ``prompt`` string ``(batch,)`` and
@@ -285,7 +314,7 @@ def gpt_signatures(
         >>> sigs = gpt_signatures(bigkeras.build("gpt_tiny"), keras_hub.tokenizers.ByteTokenizer(),
         ...                       max_length=32)
     """
-    from bigkeras.generation import make_generate_fn  # keras-hub samplers; load on use
+    from bigkeras.generation import cache_bytes_per_row, make_generate_fn  # keras-hub samplers; load on use
 
     checks.positive_int("max_length", max_length)
     if max_length < 2:
@@ -303,12 +332,16 @@ def gpt_signatures(
     count_spec = tf.TensorSpec((), tf.int32, "max_new_tokens")
     examples = np.array(list(examples) if examples is not None else _example_texts(tokenizer), dtype=object)
     tokenizer(tf.constant(list(examples[:1])))  # builds an adapted layer, so the export can track it
+    bounds = RequestBounds.for_decoding(
+        "generate", cache_bytes_per_row(model, input_length=1, max_length=max_length), kv_cache_budget_bytes)
 
     def generate(prompt, max_new_tokens):
         prompt = tf.ensure_shape(prompt, prompt_spec.shape)
         max_new_tokens = tf.ensure_shape(max_new_tokens, count_spec.shape)
         tf.debugging.assert_greater(max_new_tokens, 0, message="max_new_tokens must be at least 1")
         tf.debugging.assert_less(max_new_tokens, max_length, message=f"max_new_tokens must be below {max_length}")
+        with tf.control_dependencies([check_kv_cache(tf.shape(prompt)[0], bounds)]):  # before tokenizing
+            prompt = tf.identity(prompt)
         width = max_length - max_new_tokens
         ids, mask = _left_pad(_ragged_ids(tokenizer(prompt), pad_id), width)  # (batch, width)
         out = generate_fn(ids, mask)  # (batch, max_length)
@@ -321,7 +354,7 @@ def gpt_signatures(
 
     example = {"prompt": examples, "max_new_tokens": np.array(example_max_new_tokens, np.int32)}
     inputs = {"prompt": prompt_spec, "max_new_tokens": count_spec}
-    return {"generate": Signature(generate, inputs, example, (model, tokenizer))}
+    return {"generate": Signature(generate, inputs, example, (model, tokenizer), bounds)}
 
 
 def default_signatures(model: keras.Model, *, class_names: Sequence[str] | None = None) -> dict[str, Signature]:
@@ -486,7 +519,8 @@ def preprocessed_text_signatures(
         features = preprocessor(tf.ensure_shape(text, text_spec.shape))
         return classifier_outputs(model(features, training=False), class_names)
 
-    return {SERVING_DEFAULT: Signature(serve, {"text": text_spec}, {"text": examples}, (model, preprocessor))}
+    bounds = RequestBounds.for_text(_sequence_length(preprocessor))
+    return {SERVING_DEFAULT: Signature(serve, {"text": text_spec}, {"text": examples}, (model, preprocessor), bounds)}
 
 
 def embedding_signatures(
@@ -535,4 +569,14 @@ def embedding_signatures(
         vectors = mean(sequence, padding_mask=features["padding_mask"]) if pooling == "mean" else sequence[:, 0]
         return {"embedding": tf.math.l2_normalize(vectors, axis=-1) if normalize else vectors}
 
-    return {"embed": Signature(embed, {"text": text_spec}, {"text": examples}, (backbone, preprocessor))}
+    bounds = RequestBounds.for_text(_sequence_length(preprocessor))
+    return {"embed": Signature(embed, {"text": text_spec}, {"text": examples}, (backbone, preprocessor), bounds)}
+
+
+def _sequence_length(preprocessor) -> int:
+    """The token length a preprocessor packs to (keras-hub preprocessors' ``sequence_length``)."""
+    length = getattr(preprocessor, "sequence_length", None)
+    if not isinstance(length, int) or length < 1:
+        raise ValueError(f"`preprocessor` must pack to a fixed `sequence_length`, got {length!r} "
+                         f"from {type(preprocessor).__name__}.")
+    return length

@@ -51,6 +51,7 @@ def verify(
     rtol: float = 1e-5,
     timeout: float = 300.0,
     tf_serving: str | None = None,
+    model_name: str | None = None,
 ) -> VerifyReport:
     """Check an export as TF Serving runs it, in a fresh interpreter without Keras; raise on any problem.
 
@@ -63,6 +64,8 @@ def verify(
         timeout: float, seconds the child may take. Default 300.
         tf_serving: optional str, a TF Serving release (``"2.19"``) that must be able to load
             the export; checked against ``bigkeras.serving.compatibility.RELEASES``.
+        model_name: optional str, the model name in the requests (default the name of the
+            directory holding ``path``).
 
     Returns:
         A ``VerifyReport``.
@@ -80,8 +83,7 @@ def verify(
         {'dtype': 'int32', 'shape': [None]}
     """
     from bigkeras.serving import compatibility as compat
-    from bigkeras.serving.export import EXPECTED_FILE, _write_expected  # needs TensorFlow
-    from bigkeras.serving.warmup import WARMUP_DIR
+    from bigkeras.serving.warmup import EXPECTED_FILE, WARMUP_DIR, write_expected  # needs TensorFlow
 
     path = pathlib.Path(path)
     if not (path / "saved_model.pb").is_file():
@@ -92,7 +94,7 @@ def verify(
         expected_path = path / WARMUP_DIR / EXPECTED_FILE
         if expected is not None:
             rows = [(sig, inputs, outputs) for sig, (inputs, outputs) in expected.items()]
-            _write_expected(pathlib.Path(tmp), path.parent.name, rows)
+            write_expected(tmp, model_name or path.parent.name, rows)
             expected_path = pathlib.Path(tmp) / WARMUP_DIR / EXPECTED_FILE
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
         try:

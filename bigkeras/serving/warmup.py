@@ -16,6 +16,9 @@ from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
 WARMUP_DIR = "assets.extra"
 WARMUP_FILE = "tf_serving_warmup_requests"
+# Expected outputs for the parity check: PredictionLog records (request and the response the
+# Keras model gave) beside the warmup file. TF Serving ignores other files in assets.extra.
+EXPECTED_FILE = "bigkeras_expected_outputs"
 MAX_WARMUP_RECORDS = 1000  # TF Serving's limit (servables/tensorflow/saved_model_warmup_util)
 
 
@@ -74,3 +77,34 @@ def read_warmup(export_dir: str | os.PathLike) -> list[prediction_log_pb2.Predic
         return []
     records = tf.data.TFRecordDataset(path).as_numpy_iterator()
     return [prediction_log_pb2.PredictionLog.FromString(record) for record in records]
+
+
+def write_expected(export_dir: str | os.PathLike, model_name: str, expected) -> str:
+    """Write ``(signature, inputs, outputs)`` triples as PredictionLog records for ``verify``.
+
+    Returns:
+        The path of the written file (``assets.extra/bigkeras_expected_outputs``).
+    """
+    directory = os.path.join(os.fspath(export_dir), WARMUP_DIR)
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, EXPECTED_FILE)
+    with tf.io.TFRecordWriter(path) as writer:
+        for signature_name, inputs, outputs in expected:
+            response = predict_pb2.PredictResponse()
+            for key, value in outputs.items():
+                response.outputs[key].CopyFrom(tf.make_tensor_proto(value))
+            log = prediction_log_pb2.PredictionLog(
+                predict_log=prediction_log_pb2.PredictLog(
+                    request=predict_request(model_name, signature_name, inputs), response=response
+                )
+            )
+            writer.write(log.SerializeToString())
+    return path
+
+
+def read_expected(export_dir: str | os.PathLike) -> list[prediction_log_pb2.PredictionLog]:
+    """The ``(request, Keras response)`` records an export stored for the parity check."""
+    path = os.path.join(os.fspath(export_dir), WARMUP_DIR, EXPECTED_FILE)
+    if not os.path.exists(path):
+        return []
+    return [prediction_log_pb2.PredictionLog.FromString(r) for r in tf.data.TFRecordDataset(path).as_numpy_iterator()]
