@@ -1,6 +1,7 @@
 """Run requests against exports the way TF Serving does, in a fresh process without Keras.
 
     python tests/session_requests.py REQUESTS.pkl RESULTS.pkl
+    python tests/session_requests.py --measure CASE.pkl RESULT.pkl
 
 ``REQUESTS.pkl`` holds ``[(case, export_dir, signature, {input: ndarray}), ...]``. Each
 export is loaded once through ``bigkeras/serving/verify_child.py``'s session path (TF1 loader,
@@ -8,30 +9,61 @@ feeds and fetches by SignatureDef tensor names, request tensors passed exactly a
 every case is run, then the export's first request ``"good"`` case again, to show the process
 still serves. ``RESULTS.pkl`` gets ``{case: {"ok": {output: ndarray}} | {"error": (type, first
 line)}`` (each with ``"seconds"``), and ``case + "/then good"`` likewise.
+
+``--measure`` runs one hostile request in a process of its own, so that its peak memory can be
+told apart: ``CASE.pkl`` holds ``(export_dir, signature, good_inputs, hostile_inputs)``; the
+process loads the export, answers the good request, takes its peak resident memory, runs the
+hostile request, and records how far the peak grew (``"peak_growth_bytes"``), then answers the
+good request again (``"then good"``). The request itself is in memory before the baseline, as a
+server holds a request before its graph runs; the growth is what serving it cost.
 """
 
 import importlib.util
 import pathlib
 import pickle
+import resource
 import sys
 import time
 
 CHILD = pathlib.Path(__file__).resolve().parent.parent / "bigkeras" / "serving" / "verify_child.py"
 
 
-def main(requests_path, results_path):
+def load_child():
     spec = importlib.util.spec_from_file_location("verify_child", CHILD)
     child = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(child)  # blocks keras, tf_keras and bigkeras before TensorFlow loads
+    return child
+
+
+def load_signatures(child, export_dir):
+    if child.unregistered(child.graph_ops(child.read_saved_model(export_dir))):
+        child.load_tensorflow_text_kernels()
+    return child.load_session(export_dir)[1]
+
+
+def measure(case_path, result_path):
+    child = load_child()
+    with open(case_path, "rb") as f:
+        export_dir, signature, good, hostile = pickle.load(f)
+    served = load_signatures(child, export_dir)[signature]
+    first = run(served, good, child)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    result = run(served, hostile, child)
+    result["peak_growth_bytes"] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024
+    result["first good"], result["then good"] = first, run(served, good, child)
+    with open(result_path, "wb") as f:
+        pickle.dump(result, f)
+
+
+def main(requests_path, results_path):
+    child = load_child()
 
     with open(requests_path, "rb") as f:
         cases = pickle.load(f)
     sessions, good, results = {}, {}, {}
     for case, export_dir, signature, inputs in cases:
         if export_dir not in sessions:
-            if child.unregistered(child.graph_ops(child.read_saved_model(export_dir))):
-                child.load_tensorflow_text_kernels()
-            sessions[export_dir] = child.load_session(export_dir)[1]
+            sessions[export_dir] = load_signatures(child, export_dir)
         if case.endswith("good"):
             good[(export_dir, signature)] = inputs
         results[case] = run(sessions[export_dir][signature], inputs, child)
@@ -52,4 +84,7 @@ def run(signature, inputs, child):
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:3])
+    if sys.argv[1] == "--measure":
+        measure(*sys.argv[2:4])
+    else:
+        main(*sys.argv[1:3])

@@ -89,7 +89,7 @@ def signature_kinds(tmp_path_factory):
     made = {}
 
     def export(kind, model, signatures):
-        made[kind] = export_saved_model(model, kind, base_dir=base, signatures=signatures), signatures
+        made[kind] = export_saved_model(model, kind, base_dir=base, signatures=signatures, verify=False), signatures
 
     cnn = bigkeras.build("cnn_tiny")
     export("image", cnn, image_classifier_signatures(cnn))
@@ -119,6 +119,38 @@ ONE_MB = ("a dog ran " * 104858)[: 2**20].encode()  # 1 MiB of words
 BAD_UTF8 = b"caf\xc3 \xff\xfe a dog"
 
 
+def bounds_of(kinds, kind, signature):
+    return kinds[kind][1][signature].bounds
+
+
+def words(n_bytes):
+    return ("a dog ran " * (n_bytes // 10 + 1))[:n_bytes].encode()
+
+
+def png_bomb(side):
+    """A blank ``side`` x ``side`` grey PNG, compressed row by row (never held whole): a few hundred KB."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    packer, row, parts = zlib.compressobj(9), b"\0" * (side + 1), []  # filter byte 0, then the pixels
+    for _ in range(side):
+        parts.append(packer.compress(row))
+    parts.append(packer.flush())
+    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)  # 8-bit greyscale
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", b"".join(parts)) + chunk(b"IEND", b"")
+
+
+def jpeg_claiming(side):
+    """A small real JPEG whose frame header (SOF0) claims ``side`` x ``side`` pixels."""
+    data = bytearray(tf.io.encode_jpeg(np.zeros((16, 16, 1), np.uint8)).numpy())
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5: sof + 9] = side.to_bytes(2, "big") * 2  # height, width
+    return bytes(data)
+
+
 def hostile_cases(kinds):
     """``(case, export, signature, inputs, expect)``: expect "error", "answer" or "either"."""
     image = str(kinds["image"][0])
@@ -139,6 +171,17 @@ def hostile_cases(kinds):
         ("image bytes/1 MB string", image, "serving_bytes", {"image_bytes": strings(ONE_MB)}, "error"),
         ("image bytes/4000x4000 PNG", image, "serving_bytes", {"image_bytes": strings(big_png)}, "answer"),
     ]
+    # Just inside each bound: answered.
+    image_rows = bounds_of(kinds, "image", "serving_default").max_rows
+    side = int(bounds_of(kinds, "image", "serving_bytes").max_image_pixels ** 0.5)
+    edge_png = tf.io.encode_png(tf.zeros((side, side, c), tf.uint8)).numpy()
+    cases += [
+        ("image floats/rows at the bound", image, "serving_default",
+         {"images": np.zeros((image_rows, h, w, c), np.float32)}, "answer"),
+        ("image floats/one row over", image, "serving_default",
+         {"images": np.zeros((image_rows + 1, h, w, c), np.float32)}, "error"),
+        ("image bytes/pixels at the bound", image, "serving_bytes", {"image_bytes": strings(edge_png)}, "answer"),
+    ]
     for kind, signature, key in (("text", "serving_default", "text"), ("translate", "translate", "source"),
                                  ("embed", "embed", "text")):
         path = str(kinds[kind][0])
@@ -148,7 +191,9 @@ def hostile_cases(kinds):
             (f"{kind}/wrong dtype", path, signature, {key: np.array([1], np.int32)}, "error"),
             (f"{kind}/empty batch", path, signature, {key: strings()}, "either"),
             (f"{kind}/invalid UTF-8", path, signature, {key: strings(BAD_UTF8)}, "either"),
-            (f"{kind}/1 MB string", path, signature, {key: strings(ONE_MB)}, "answer"),
+            (f"{kind}/1 MB string", path, signature, {key: strings(ONE_MB)}, "error"),  # over max_string_bytes
+            (f"{kind}/string at the bound", path, signature,
+             {key: strings(words(bounds_of(kinds, kind, signature).max_string_bytes))}, "answer"),
         ]
     generate = str(kinds["generate"][0])
 
@@ -161,7 +206,11 @@ def hostile_cases(kinds):
         ("generate/wrong dtype", generate, "generate", request(strings(b"hi"), np.array(3, np.int64)), "error"),
         ("generate/empty batch", generate, "generate", request(strings(), np.array(3, np.int32)), "either"),
         ("generate/invalid UTF-8", generate, "generate", request(strings(BAD_UTF8), np.array(3, np.int32)), "either"),
-        ("generate/1 MB string", generate, "generate", request(strings(ONE_MB), np.array(3, np.int32)), "answer"),
+        ("generate/1 MB string", generate, "generate", request(strings(ONE_MB), np.array(3, np.int32)), "error"),
+        ("generate/rows at the bound, longest completion", generate, "generate",
+         request(strings(*[b"hi"] * bounds_of(kinds, "generate", "generate").max_rows), np.array(15, np.int32)), "answer"),
+        ("translate/rows at the bound", str(kinds["translate"][0]), "translate",
+         {"source": strings(*[b"4 mars 1998"] * bounds_of(kinds, "translate", "translate").max_rows)}, "answer"),
         ("generate/max_new_tokens 0", generate, "generate", request(strings(b"hi"), np.array(0, np.int32)), "error"),
         ("generate/max_new_tokens -1", generate, "generate", request(strings(b"hi"), np.array(-1, np.int32)), "error"),
         ("generate/max_new_tokens 2**31-1", generate, "generate",
@@ -191,6 +240,8 @@ def test_hostile_requests_get_an_error_or_a_correct_answer_and_the_server_goes_o
         assert result["seconds"] < 20, (case, result["seconds"])
         if expect == "error":
             assert "error" in result and result["error"][0] == "InvalidArgumentError", (case, result)
+            if "over" in case or "MB string" in case:
+                assert "request bound" in result["error"][1], (case, result)  # the message names the bound
         if expect == "answer":
             assert "ok" in result, (case, result)
         if "ok" in result:  # an answer must be the Keras model's answer
@@ -203,3 +254,57 @@ def test_hostile_requests_get_an_error_or_a_correct_answer_and_the_server_goes_o
                     np.testing.assert_array_equal(result["ok"][key], value, err_msg=f"{case}/{key}")
         if not case.endswith("good"):
             assert "ok" in results[case + "/then good"], (case, results[case + "/then good"])
+
+
+# ----------------------------------------------------------------------------- request bounds
+
+
+def bomb_cases(kinds):
+    """``(case, kind, signature, good inputs, hostile inputs, bound named)``: each over one bound."""
+    _, h, w, c = kinds["image"][1]["serving_default"].inputs["images"].shape
+    png = strings(tf.io.encode_png(np.zeros((h, w, c), np.uint8)).numpy())
+    max_length = 16  # the generate export's
+    many = 5000
+    return [
+        ("PNG bomb 16384x16384", "image", "serving_bytes", {"image_bytes": png},
+         {"image_bytes": strings(png_bomb(16384))}, "pixels"),
+        ("JPEG claiming 30000x30000", "image", "serving_bytes", {"image_bytes": png},
+         {"image_bytes": strings(jpeg_claiming(30000))}, "pixels"),
+        ("20,000 images", "image", "serving_default", {"images": np.zeros((1, h, w, c), np.float32)},
+         {"images": np.zeros((20000, h, w, c), np.float32)}, "rows"),
+        ("64 MB string", "text", "serving_default", {"text": strings(b"a dog ran")},
+         {"text": strings(words(64 * 2**20))}, "bytes"),
+        (f"{many} prompts, longest completion", "generate", "generate",
+         {"prompt": strings(b"hi"), "max_new_tokens": np.array(3, np.int32)},
+         {"prompt": strings(*[b"hi there"] * many), "max_new_tokens": np.array(max_length - 1, np.int32)}, "rows"),
+        (f"{many} sources", "translate", "translate", {"source": strings(b"4 mars 1998")},
+         {"source": strings(*[b"4 mars 1998"] * many)}, "rows"),
+    ]
+
+
+@pytest.mark.slow
+def test_bombs_are_refused_naming_the_bound_before_memory_grows(signature_kinds, tmp_path):
+    """Each hostile request in a process of its own (the session path), its peak memory measured."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    cases = bomb_cases(signature_kinds)
+
+    def measure(i, case):
+        name, kind, signature, good, hostile, _ = case
+        with open(tmp_path / f"case{i}.pkl", "wb") as f:
+            pickle.dump((str(signature_kinds[kind][0]), signature, good, hostile), f)
+        proc = subprocess.run([sys.executable, SESSION_REQUESTS, "--measure", tmp_path / f"case{i}.pkl",
+                               tmp_path / f"result{i}.pkl"], capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, (name, proc.stderr[-3000:])  # the process survived
+        with open(tmp_path / f"result{i}.pkl", "rb") as f:
+            return pickle.load(f)
+
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(measure, range(len(cases)), cases))
+    for (name, *_, bound), result in zip(cases, results):
+        assert "error" in result, (name, result)
+        kind, message = result["error"]
+        assert kind == "InvalidArgumentError" and "request bound" in message and bound in message, (name, message)
+        assert result["peak_growth_bytes"] < 0.5 * 2**30, (name, result["peak_growth_bytes"] / 2**20)
+        assert result["seconds"] < 10, (name, result["seconds"])
+        assert "ok" in result["first good"] and "ok" in result["then good"], (name, result)
