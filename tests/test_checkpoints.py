@@ -244,8 +244,12 @@ def test_missing_tensor_is_named(bert_dir):
 
 
 def test_unexpected_tensor_is_named(bert_dir):
+    _rewrite(bert_dir, lambda t: t.update({"encoder.layer.1.output.extra.weight": np.zeros((32, 48), "float32")}))
+    with pytest.raises(CheckpointError, match=r"no place for.*'encoder\.layer\.1\.output\.extra\.weight'"):
+        checkpoints.load_model(bert_dir)
+    # A whole block more than the config's num_hidden_layers: found in the header, before building.
     _rewrite(bert_dir, lambda t: t.update({"encoder.layer.2.output.dense.weight": np.zeros((32, 48), "float32")}))
-    with pytest.raises(CheckpointError, match=r"no place for.*'encoder\.layer\.2\.output\.dense\.weight'"):
+    with pytest.raises(CheckpointError, match=r"says num_hidden_layers=2; .*model\.safetensors holds 3 block"):
         checkpoints.load_model(bert_dir)
 
 

@@ -19,6 +19,7 @@ import warnings
 import keras
 
 from bigkeras import checks, registry
+from bigkeras.checkpoints.common import h5_parameters
 from bigkeras.checkpoints.mapping import CheckpointError
 
 # keras.applications constructor -> bigkeras registered model.
@@ -88,6 +89,7 @@ def load_applications(
             f"shape of the {_CLASSES}-class top stored in {str(path)!r}; load with "
             f"include_top=False and put a new head on it."
         )
+    h5_parameters(path)  # a file HDF5 cannot read stops here, before two models are built
     if input_shape is None:
         input_shape = registry.get(name).kwargs["input_shape"] if include_top else (None, None, 3)
     input_shape = tuple(input_shape)

@@ -17,12 +17,14 @@ import pathlib
 
 import numpy as np
 
+from bigkeras.checkpoints import t5
+from bigkeras.checkpoints.common import (
+    activation, check_dimensions, check_float, check_heads, config_float, config_int, hf_activation, read_header,
+    read_json, read_tensors,
+)
 from bigkeras.checkpoints.mapping import CheckpointError, Tensor, assign, export
 
 CONFIG, WEIGHTS = "config.json", "model.safetensors"
-# Hugging Face activation name -> bigkeras activation, and back.
-ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_approximate", "gelu_pytorch_tanh": "gelu_approximate", "relu": "relu"}
-HF_ACTIVATIONS = {"gelu": "gelu", "gelu_approximate": "gelu_new", "relu": "relu"}
 # What a Hugging Face config field becomes in a bigkeras builder's arguments.
 BERT_FIELDS = {
     "vocab_size": "vocab_size", "num_hidden_layers": "num_layers", "hidden_size": "hidden_dim",
@@ -41,27 +43,18 @@ BUFFERS = ("embeddings.position_ids", ".attn.bias", ".attn.masked_bias")
 # Files
 # ---------------------------------------------------------------------------------------
 def read_config(directory: pathlib.Path) -> dict:
-    """``config.json`` of a checkpoint directory; a missing or broken one names the file."""
+    """``config.json`` of a checkpoint directory: a JSON object, or an error naming the file."""
     path = directory / CONFIG
     try:
-        return json.loads(path.read_text())
+        return read_json(path)
     except FileNotFoundError:
         raise CheckpointError(f"{directory} has no {CONFIG}: not a Hugging Face checkpoint directory.") from None
-    except json.JSONDecodeError as error:
-        raise CheckpointError(f"{path} is not valid JSON: {error}.") from None
 
 
 def read_safetensors(path: pathlib.Path) -> dict[str, np.ndarray]:
-    """Every tensor of a ``.safetensors`` file as NumPy; a corrupt file names the file."""
-    from safetensors import SafetensorError
-    from safetensors.numpy import load_file
-
-    if not path.is_file():
-        raise CheckpointError(f"{path} does not exist: a Hugging Face directory needs its {WEIGHTS}.")
-    try:
-        return load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as error:
-        raise CheckpointError(f"{path} is not a readable safetensors file: {error}.") from None
+    """Every tensor of a ``.safetensors`` file as NumPy, its header checked first; a corrupt
+    file names the file."""
+    return read_tensors(path, read_header(path))
 
 
 def write_safetensors(path: pathlib.Path, tensors: dict[str, np.ndarray]) -> None:
@@ -72,46 +65,65 @@ def write_safetensors(path: pathlib.Path, tensors: dict[str, np.ndarray]) -> Non
 
 # Configs
 # ---------------------------------------------------------------------------------------
-def _activation(config: dict, field: str, source) -> str:
-    name = config.get(field, "gelu")
-    if name not in ACTIVATIONS:
-        raise CheckpointError(
-            f"{source}: activation {field}={name!r} is not supported; supported: {', '.join(ACTIVATIONS)}."
-        )
-    return ACTIVATIONS[name]
+def _fields(config: dict, fields, source) -> dict:
+    """``{ours: config[theirs]}`` for integer fields, each present and within limits."""
+    return {ours: config_int(config, theirs, source) for theirs, ours in fields.items()}
 
 
 def bert_arguments(config: dict, source) -> dict:
-    """``BertBackbone`` arguments from a Hugging Face ``BertConfig`` dict."""
+    """``BertBackbone`` arguments from a Hugging Face ``BertConfig`` dict, every field checked."""
     if config.get("position_embedding_type", "absolute") != "absolute":
         raise CheckpointError(
             f"{source}: position_embedding_type={config['position_embedding_type']!r} is not supported; "
             "supported: 'absolute'."
         )
-    arguments = {ours: config[theirs] for theirs, ours in BERT_FIELDS.items()}
+    arguments = _fields(config, BERT_FIELDS, source)
+    check_heads(config, "hidden_size", "num_attention_heads", source)
     return {
         **arguments,
-        "dropout": float(config.get("hidden_dropout_prob", 0.1)),
-        "activation": _activation(config, "hidden_act", source),
-        "layer_norm_epsilon": float(config.get("layer_norm_eps", 1e-12)),
+        "dropout": config_float(config, "hidden_dropout_prob", source, default=0.1),
+        "activation": activation(config.get("hidden_act", "gelu"), "hidden_act", source),
+        "layer_norm_epsilon": config_float(config, "layer_norm_eps", source, default=1e-12),
     }
 
 
+def bert_dimensions(config: dict) -> tuple[dict, list]:
+    """``(dimensions, layers)`` of ``common.check_dimensions`` for a checked ``BertConfig``."""
+    field = lambda *names: tuple((name, config[name]) for name in names)  # noqa: E731
+    return {
+        "embeddings.word_embeddings.weight": field("vocab_size", "hidden_size"),
+        "embeddings.position_embeddings.weight": field("max_position_embeddings", "hidden_size"),
+        "embeddings.token_type_embeddings.weight": field("type_vocab_size", "hidden_size"),
+        "encoder.layer.0.intermediate.dense.weight": field("intermediate_size", "hidden_size"),
+    }, [("encoder.layer.", "num_hidden_layers", config["num_hidden_layers"])]
+
+
 def gpt2_arguments(config: dict, source) -> dict:
-    """``GPT`` arguments from a Hugging Face ``GPT2Config`` dict."""
+    """``GPT`` arguments from a Hugging Face ``GPT2Config`` dict, every field checked."""
     for flag in ("scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn", "add_cross_attention"):
         if config.get(flag):
             raise CheckpointError(f"{source}: {flag}=true is not supported by bigkeras' GPT.")
     if config.get("scale_attn_weights", True) is False:
         raise CheckpointError(f"{source}: scale_attn_weights=false is not supported by bigkeras' GPT.")
-    arguments = {ours: config[theirs] for theirs, ours in GPT2_FIELDS.items()}
+    arguments = _fields(config, GPT2_FIELDS, source)
+    check_heads(config, "n_embd", "n_head", source)
     return {
         **arguments,
-        "intermediate_dim": config.get("n_inner") or 4 * config["n_embd"],
-        "dropout": float(config.get("resid_pdrop", 0.1)),
-        "activation": _activation(config, "activation_function", source),
-        "layer_norm_epsilon": float(config.get("layer_norm_epsilon", 1e-5)),
+        "intermediate_dim": config_int(config, "n_inner", source, default=4 * config["n_embd"]),
+        "dropout": config_float(config, "resid_pdrop", source, default=0.1),
+        "activation": activation(config.get("activation_function", "gelu"), "activation_function", source),
+        "layer_norm_epsilon": config_float(config, "layer_norm_epsilon", source, default=1e-5),
     }
+
+
+def gpt2_dimensions(config: dict, arguments: dict) -> tuple[dict, list]:
+    """``(dimensions, layers)`` of ``common.check_dimensions`` for a checked ``GPT2Config``."""
+    embd = ("n_embd", config["n_embd"])
+    return {
+        "wte.weight": (("vocab_size", config["vocab_size"]), embd),
+        "wpe.weight": (("n_positions", config["n_positions"]), embd),
+        "h.0.mlp.c_fc.weight": (embd, ("n_inner", arguments["intermediate_dim"])),  # Conv1D: (in, out)
+    }, [("h.", "n_layer", config["n_layer"])]
 
 
 def bert_config(backbone) -> dict:
@@ -121,7 +133,7 @@ def bert_config(backbone) -> dict:
         "architectures": ["BertModel"],
         "model_type": "bert",
         **{theirs: a[ours] for theirs, ours in BERT_FIELDS.items()},
-        "hidden_act": _hf_activation(a["activation"]),
+        "hidden_act": hf_activation(a["activation"]),
         "hidden_dropout_prob": a["dropout"],
         "attention_probs_dropout_prob": a["dropout"],
         "layer_norm_eps": a["layer_norm_epsilon"],
@@ -140,7 +152,7 @@ def gpt2_config(model) -> dict:
         "model_type": "gpt2",
         **{theirs: a[ours] for theirs, ours in GPT2_FIELDS.items()},
         "n_inner": a["intermediate_dim"],
-        "activation_function": _hf_activation(a["activation"]),
+        "activation_function": hf_activation(a["activation"]),
         "resid_pdrop": a["dropout"],
         "embd_pdrop": a["dropout"],
         "attn_pdrop": a["dropout"],
@@ -150,14 +162,6 @@ def gpt2_config(model) -> dict:
         "eos_token_id": last_id,
         "tie_word_embeddings": True,
     }
-
-
-def _hf_activation(name: str) -> str:
-    if name not in HF_ACTIVATIONS:
-        raise CheckpointError(
-            f"activation {name!r} has no Hugging Face name; save_hf writes {', '.join(HF_ACTIVATIONS)}."
-        )
-    return HF_ACTIVATIONS[name]
 
 
 # Tables: Hugging Face tensor name -> the variable of a bigkeras part
@@ -216,9 +220,9 @@ def gpt2_table(model) -> list[Tensor]:
 
 # Loading and saving
 # ---------------------------------------------------------------------------------------
-def model_type(directory: pathlib.Path) -> str:
-    """``"bert"`` or ``"gpt2"``; any other architecture is a clear error."""
-    config = read_config(directory)
+def model_type(directory: pathlib.Path, config: dict | None = None) -> str:
+    """``"bert"``, ``"gpt2"`` or ``"t5"``; any other architecture is a clear error."""
+    config = read_config(directory) if config is None else config
     kind = config.get("model_type")
     if kind not in ("bert", "gpt2", "t5"):
         raise CheckpointError(
@@ -233,34 +237,48 @@ def model_type(directory: pathlib.Path) -> str:
 def load(directory: pathlib.Path, build):
     """Build the bigkeras model of a Hugging Face directory and load every weight.
 
+    The config's fields and the weights file's header (names, shapes, dtypes) are checked
+    against each other and against ``common.MAX_FIELD`` before anything is built or read, so
+    a config that claims a model larger than its file raises instead of allocating it.
+
     Args:
         directory: the checkpoint directory.
         build: ``build(kind, arguments, source)`` -> the ``BertBackbone`` (kind ``"bert"``)
             or ``GPT`` (``"gpt"``) for the checkpoint's arguments (``bigkeras.checkpoints``
             merges and checks the user's overrides there).
-    """
-    kind = model_type(directory)
-    config = read_config(directory)
-    source = directory / WEIGHTS
-    tensors = read_safetensors(source)
-    if kind == "t5":
-        from bigkeras.checkpoints import t5
 
-        return t5.load(directory, config, tensors, build, source)
+    Raises:
+        CheckpointError: a malformed or inconsistent file or field, naming both.
+    """
+    config = read_config(directory)
+    kind = model_type(directory, config)
+    source, config_path = directory / WEIGHTS, directory / CONFIG
+    header = read_header(source)
+    if kind == "t5":
+        return t5.load(directory, config, header, build, source)
     if kind == "bert":
-        arguments = bert_arguments(config, directory / CONFIG)
-        model = build("bert", arguments, directory)
-        tensors, heads = _strip(tensors, "bert.", keep=BERT_HEADS)
-        # BertForMaskedLM has no pooler: it stays at its initial weights.
-        assign(bert_table(model), _legacy_norm_names(tensors), source=source, ignored=heads,
-               optional={"pooler.dense.weight", "pooler.dense.bias"})
+        arguments = bert_arguments(config, config_path)
+        header, heads = _strip(header, "bert.", keep=BERT_HEADS)
+        header = _legacy_norm_names(header)
+        dimensions, layers = bert_dimensions(config)
     else:
-        arguments = gpt2_arguments(config, directory / CONFIG)
-        model = build("gpt", arguments, directory)
-        tensors, _ = _strip(tensors, "transformer.", keep=())
-        if "lm_head.weight" in tensors and not np.array_equal(tensors.pop("lm_head.weight"), tensors.get("wte.weight")):
-            raise CheckpointError(f"{source}: 'lm_head.weight' differs from 'wte.weight'; bigkeras' GPT ties them.")
-        assign(gpt2_table(model), tensors, source=source, ignored=set())
+        arguments = gpt2_arguments(config, config_path)
+        header, heads = _strip(header, "transformer.", keep=())
+        dimensions, layers = gpt2_dimensions(config, arguments)
+    check_dimensions(header, dimensions, layers, weights=source, config=config_path)
+    body = {name: info for name, info in header.items() if name not in heads}  # task heads are not read
+    check_float(body, source)
+    tensors = read_tensors(source, body)
+    if kind == "bert":
+        model = build("bert", arguments, directory)
+        # BertForMaskedLM has no pooler: it stays at its initial weights.
+        assign(bert_table(model), tensors, source=source, ignored=heads,
+               optional={"pooler.dense.weight", "pooler.dense.bias"})
+        return model
+    if "lm_head.weight" in tensors and not np.array_equal(tensors.pop("lm_head.weight"), tensors.get("wte.weight")):
+        raise CheckpointError(f"{source}: 'lm_head.weight' differs from 'wte.weight'; bigkeras' GPT ties them.")
+    model = build("gpt", arguments, directory)
+    assign(gpt2_table(model), tensors, source=source, ignored=set())
     return model
 
 
@@ -292,8 +310,6 @@ def save(model, directory: pathlib.Path) -> None:
     from bigkeras.models.t5 import T5
 
     if isinstance(model, T5):
-        from bigkeras.checkpoints import t5
-
         config, tensors = t5.save(model)
     elif isinstance(model, BertBackbone):
         config, tensors = bert_config(model), export(bert_table(model))

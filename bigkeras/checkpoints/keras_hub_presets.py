@@ -17,8 +17,14 @@ from types import SimpleNamespace
 import numpy as np
 
 from bigkeras import private_apis
+from bigkeras.checkpoints.common import config_int, first_line, h5_parameters, read_json
 from bigkeras.checkpoints.huggingface import bert_table, gpt2_table
 from bigkeras.checkpoints.mapping import CheckpointError, assign, export, keras_value
+
+WEIGHTS = "model.weights.h5"
+# Config fields of the supported backbones that set a weight's shape (optional ones may be absent).
+SHAPE_FIELDS = ("vocabulary_size", "num_layers", "num_heads", "hidden_dim", "intermediate_dim")
+OPTIONAL_SHAPE_FIELDS = ("max_sequence_length", "num_segments", "key_value_dim")
 
 
 def is_preset(directory: pathlib.Path) -> bool:
@@ -40,7 +46,11 @@ def load(directory: pathlib.Path, build):
     """
     import keras_hub
 
-    theirs = keras_hub.models.Backbone.from_preset(str(directory))
+    check_preset(directory)
+    try:
+        theirs = keras_hub.models.Backbone.from_preset(str(directory))
+    except (ValueError, OSError, KeyError, TypeError) as error:
+        raise CheckpointError(f"{directory}: keras-hub could not load this preset: {first_line(error)}") from None
     if isinstance(theirs, keras_hub.models.T5Backbone):  # relative positions: a shape of its own
         from bigkeras.checkpoints.t5 import t5_table
 
@@ -63,6 +73,39 @@ def load(directory: pathlib.Path, build):
             "GPT2Backbone, T5Backbone."
         )
     return model
+
+
+def check_preset(directory: pathlib.Path) -> None:
+    """The preset's config fields and its weights file, checked before keras-hub builds anything.
+
+    Each shape field must be an integer within ``common.MAX_FIELD``, and the parameters the
+    config implies at the least (embeddings and feed-forward layers) must fit in the
+    weights file, so a config that claims a larger model than its file raises here instead of
+    allocating it.
+
+    Raises:
+        CheckpointError: a malformed ``config.json`` or field, or an unreadable or too small
+            ``model.weights.h5``, naming the file and the field.
+    """
+    path = directory / "config.json"
+    fields = read_json(path).get("config")
+    if not isinstance(fields, dict):
+        raise CheckpointError(f"{path}: the field 'config' must be a JSON object of the backbone's arguments.")
+    source = f"{path} (field 'config')"
+    sizes = {name: config_int(fields, name, source) for name in SHAPE_FIELDS}
+    sizes.update({name: config_int(fields, name, source, default=0, low=0) for name in OPTIONAL_SHAPE_FIELDS})
+    # At the least: token (and position) embeddings and each layer's two feed-forward kernels.
+    implied = (sizes["vocabulary_size"] + sizes["max_sequence_length"]) * sizes["hidden_dim"] + (
+        sizes["num_layers"] * 2 * sizes["hidden_dim"] * sizes["intermediate_dim"])  # fmt: skip
+    if not (directory / WEIGHTS).is_file():
+        raise CheckpointError(f"{directory / WEIGHTS} does not exist: a keras-hub preset needs its {WEIGHTS}.")
+    stored = h5_parameters(directory / WEIGHTS)
+    if implied > stored:
+        described = ", ".join(f"{k}={v}" for k, v in sizes.items() if v)
+        raise CheckpointError(
+            f"{path} describes a model of at least {implied:,} parameters ({described}); {directory / WEIGHTS} "
+            f"holds {stored:,}. The config does not describe these weights."
+        )
 
 
 def _block(layer, attention_name, attention=lambda sublayer: sublayer):

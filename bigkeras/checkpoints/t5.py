@@ -21,6 +21,9 @@ import pathlib
 
 import numpy as np
 
+from bigkeras.checkpoints.common import (
+    ACTIVATIONS, check_dimensions, check_float, check_heads, config_float, config_int, hf_activation, read_tensors,
+)
 from bigkeras.checkpoints.mapping import CheckpointError, Tensor, assign, export
 
 FIELDS = {  # Hugging Face T5Config field -> T5 argument
@@ -32,12 +35,12 @@ FIELDS = {  # Hugging Face T5Config field -> T5 argument
 # and a cross-attention bias Hugging Face itself ignores.
 TIED_COPIES = ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight")
 IGNORED = ("decoder.block.0.layer.1.EncDecAttention.relative_attention_bias.weight",)
+REQUIRED = ("vocab_size", "d_model", "num_heads", "d_ff", "num_layers")  # fields without a default
 
 
 def t5_arguments(config: dict, source) -> dict:
-    """``T5`` arguments from a Hugging Face ``T5Config`` dict (without the head's form)."""
-    from bigkeras.checkpoints.huggingface import ACTIVATIONS
-
+    """``T5`` arguments from a Hugging Face ``T5Config`` dict (without the head's form), every
+    field checked."""
     projection = str(config.get("feed_forward_proj", "relu"))
     parts = projection.split("-")
     gated = parts[0] == "gated"
@@ -50,19 +53,36 @@ def t5_arguments(config: dict, source) -> dict:
             f"{source}: feed_forward_proj={projection!r} (activation {activation!r}) is not supported; supported "
             f"activations: {', '.join(ACTIVATIONS)} (e.g. 'relu', 'gated-gelu')."
         )
-    arguments = {ours: config[theirs] for theirs, ours in FIELDS.items() if theirs in config}
-    missing = [field for field in ("vocab_size", "d_model", "num_heads", "d_ff", "num_layers") if field not in config]
-    if missing:
-        raise CheckpointError(f"{source} lacks the T5Config field(s) {', '.join(missing)}.")
-    arguments.setdefault("num_decoder_layers", config["num_layers"])
-    arguments.setdefault("key_value_dim", config["d_model"] // config["num_heads"])
+    for field in REQUIRED:
+        config_int(config, field, source)
+    if config.get("d_kv") is None:  # heads split d_model; with d_kv they need not
+        check_heads(config, "d_model", "num_heads", source)
+    defaults = {"num_decoder_layers": config["num_layers"], "d_kv": config["d_model"] // config["num_heads"],
+                "relative_attention_num_buckets": 32, "relative_attention_max_distance": 128}  # fmt: skip
+    arguments = {ours: config_int(config, theirs, source, default=defaults.get(theirs))
+                 for theirs, ours in FIELDS.items()}  # fmt: skip
     return {
         **arguments,
-        "dropout": float(config.get("dropout_rate", 0.1)),
+        "dropout": config_float(config, "dropout_rate", source, default=0.1),
         "activation": ACTIVATIONS[activation],
         "use_gated_activation": gated,
-        "layer_norm_epsilon": float(config.get("layer_norm_epsilon", 1e-6)),
+        "layer_norm_epsilon": config_float(config, "layer_norm_epsilon", source, default=1e-6),
     }
+
+
+def t5_dimensions(config: dict, arguments: dict) -> tuple[dict, list]:
+    """``(dimensions, layers)`` of ``common.check_dimensions`` for a checked ``T5Config``."""
+    d_model, heads = ("d_model", config["d_model"]), ("num_heads", config["num_heads"])
+    wi = "wi_0" if arguments["use_gated_activation"] else "wi"
+    attention = "encoder.block.0.layer.0.SelfAttention"
+    return {
+        "shared.weight": (("vocab_size", config["vocab_size"]), d_model),
+        f"encoder.block.0.layer.1.DenseReluDense.{wi}.weight": (("d_ff", config["d_ff"]), d_model),
+        f"{attention}.q.weight": (("num_heads x d_kv", config["num_heads"] * arguments["key_value_dim"]), d_model),
+        f"{attention}.relative_attention_bias.weight": (
+            ("relative_attention_num_buckets", arguments["num_buckets"]), heads),
+    }, [("encoder.block.", "num_layers", config["num_layers"]),
+        ("decoder.block.", "num_decoder_layers", arguments["num_decoder_layers"])]
 
 
 def scales_output(config: dict) -> bool:
@@ -78,10 +98,8 @@ def scales_output(config: dict) -> bool:
 
 def t5_config(model) -> dict:
     """The Hugging Face ``T5Config`` of a ``T5`` (a ``T5ForConditionalGeneration``)."""
-    from bigkeras.checkpoints.huggingface import _hf_activation
-
     a = model.arguments
-    activation = _hf_activation(a["activation"])
+    activation = hf_activation(a["activation"])
     if a["use_gated_activation"]:
         if activation not in ("gelu_new", "relu"):
             raise CheckpointError(
@@ -155,25 +173,29 @@ def t5_table(model) -> list[Tensor]:
     return table
 
 
-def load(directory: pathlib.Path, config: dict, tensors: dict, build, source):
+def load(directory: pathlib.Path, config: dict, header: dict, build, source):
     """Build the ``T5`` of a Hugging Face T5 directory and load every weight.
 
     Args:
         directory: the checkpoint directory (named in errors).
         config: its ``config.json``.
-        tensors: its ``model.safetensors`` tensors.
+        header: its ``model.safetensors`` header (``common.read_header``), checked against
+            the config before any tensor is read or the model built.
         build: ``build("t5", arguments, source)`` -> a ``T5``, as in ``huggingface.load``.
         source: the weights file, named in errors.
     """
-    arguments = t5_arguments(config, directory / "config.json")
+    config_path = directory / "config.json"
+    arguments = t5_arguments(config, config_path)
+    dimensions, layers = t5_dimensions(config, arguments)
+    if "shared.weight" not in header and "encoder.embed_tokens.weight" in header:  # the encoder's copy only
+        header = {**header, "shared.weight": header["encoder.embed_tokens.weight"]}
+    check_dimensions(header, dimensions, layers, weights=source, config=config_path)
+    check_float(header, source)
+    tensors = read_tensors(source, {k: v for k, v in header.items() if k not in IGNORED})
     shared = tensors.get("shared.weight")
-    tensors = dict(tensors)
     for key in TIED_COPIES:  # must be the shared embedding itself
         if key in tensors and shared is not None and not np.array_equal(tensors.pop(key), shared):
             raise CheckpointError(f"{source}: {key!r} differs from 'shared.weight'; T5 shares one embedding.")
-    if shared is None:  # some exports keep only the encoder's copy
-        tensors["shared.weight"] = tensors.pop("encoder.embed_tokens.weight", None)
-        tensors = {k: v for k, v in tensors.items() if v is not None}
     head = tensors.get("lm_head.weight")
     separate_head = head is not None and not np.array_equal(head, tensors.get("shared.weight"))
     if scales_output(config):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import pathlib
 
+from bigkeras.checkpoints.common import first_line, read_json, read_text
 from bigkeras.checkpoints.mapping import CheckpointError
 from bigkeras.layers.tokenizers import HuggingFaceBertTokenizer
 
@@ -41,17 +42,23 @@ def load_tokenizer(directory: pathlib.Path):
             vocabulary=str(directory / "vocab.txt"), lowercase=lowercase, strip_accents=strip_accents
         )
     if (directory / "vocab.json").is_file() and (directory / "merges.txt").is_file():
-        return keras_hub.models.GPT2Tokenizer(
-            vocabulary=str(directory / "vocab.json"), merges=str(directory / "merges.txt")
-        )
+        vocabulary, merges = _byte_pair_files(directory)
+        return keras_hub.models.GPT2Tokenizer(vocabulary=vocabulary, merges=merges)
     if (directory / SENTENCEPIECE).is_file():
+        proto = (directory / SENTENCEPIECE).read_bytes()
         try:
             # As Hugging Face's T5 tokenizer: "</s>" ends every text (pre-trained T5 expects it).
-            return keras_hub.models.T5Tokenizer(proto=(directory / SENTENCEPIECE).read_bytes(), add_eos=True)
-        except ValueError as error:  # a special token missing from the model
-            raise CheckpointError(f"{directory / SENTENCEPIECE}: {error}") from None
+            return keras_hub.models.T5Tokenizer(proto=proto, add_eos=True)
+        except Exception as error:  # noqa: BLE001 - SentencePiece raises RuntimeError, TF errors or ValueError
+            raise CheckpointError(f"{directory / SENTENCEPIECE} is not a usable SentencePiece model: "
+                                  f"{first_line(error)}") from None  # fmt: skip
     if (directory / "tokenizer.json").is_file() and (directory / "assets").is_dir():
-        return keras_hub.models.Tokenizer.from_preset(str(directory))
+        read_json(directory / "tokenizer.json")
+        try:
+            return keras_hub.models.Tokenizer.from_preset(str(directory))
+        except (ValueError, OSError, KeyError, TypeError) as error:
+            raise CheckpointError(f"{directory}: keras-hub could not load this preset's tokenizer: "
+                                  f"{first_line(error)}") from None  # fmt: skip
     raise CheckpointError(
         f"{directory} has no tokenizer files bigkeras reads: vocab.txt (WordPiece), vocab.json + merges.txt "
         f"(GPT-2 byte-level BPE), {SENTENCEPIECE} (T5 SentencePiece) or a keras-hub preset's tokenizer.json + assets/."
@@ -63,24 +70,40 @@ def _wordpiece_normalisation(directory: pathlib.Path) -> tuple[bool, bool]:
     lowercase, strip_accents = True, None  # BertTokenizer's defaults
     tokenizer_json, config = directory / "tokenizer.json", directory / "tokenizer_config.json"
     if tokenizer_json.is_file():
-        normalizer = json.loads(tokenizer_json.read_text()).get("normalizer") or {}
-        if normalizer.get("type") != "BertNormalizer":
+        normalizer = read_json(tokenizer_json).get("normalizer") or {}
+        if not isinstance(normalizer, dict) or normalizer.get("type") != "BertNormalizer":
             raise CheckpointError(
-                f"{tokenizer_json}: normalizer {normalizer.get('type')!r} is not supported; supported: BertNormalizer."
+                f"{tokenizer_json}: field 'normalizer' {normalizer!r:.80} is not supported; supported: BertNormalizer."
             )
         lowercase, strip_accents = normalizer.get("lowercase", True), normalizer.get("strip_accents")
     elif config.is_file():
-        settings = json.loads(config.read_text())
+        settings = read_json(config)
         lowercase, strip_accents = settings.get("do_lower_case", True), settings.get("strip_accents")
     # Hugging Face: strip_accents None follows lowercase.
     return bool(lowercase), bool(lowercase if strip_accents is None else strip_accents)
 
 
 def _check_special_tokens(vocab: pathlib.Path, tokens) -> None:
-    words = set(vocab.read_text(encoding="utf-8").split("\n"))
+    words = set(read_text(vocab).split("\n"))
     missing = [t for t in tokens if t not in words]
     if missing:
         raise CheckpointError(f"{vocab} lacks the special token(s) {missing} that a BERT tokenizer needs.")
+
+
+def _byte_pair_files(directory: pathlib.Path) -> tuple[dict, list]:
+    """(vocabulary, merges) of a GPT-2 tokenizer, checked: token -> id, and merge rules."""
+    vocabulary = read_json(directory / "vocab.json")
+    bad = next(((k, v) for k, v in vocabulary.items() if isinstance(v, bool) or not isinstance(v, int)), None)
+    if bad is not None:
+        raise CheckpointError(f"{directory / 'vocab.json'}: token {bad[0]!r} has id {bad[1]!r}; ids are integers.")
+    lines = [line for line in read_text(directory / "merges.txt").splitlines() if line.strip()]
+    merges = [line for line in lines if not line.lstrip().startswith("#version:")]
+    malformed = next((i for i, line in enumerate(merges) if len(line.split(" ")) != 2), None)
+    if malformed is not None:
+        raise CheckpointError(
+            f"{directory / 'merges.txt'}: merge rule {merges[malformed]!r:.80} is not two tokens separated by a space."
+        )
+    return vocabulary, merges
 
 
 def save_tokenizer(tokenizer, directory: pathlib.Path, *, max_length: int) -> None:

@@ -10,17 +10,16 @@ them, which on non-chief workers is a temporary directory.
 from __future__ import annotations
 
 import csv
-import json
+import io
 import math
 import os
+import warnings
 
 import keras
 import numpy as np
 
 from bigkeras.training.plots import plot_history
-
-BACKUP_WEIGHTS = "latest.weights.h5"
-BACKUP_STATE = "training_state.json"
+from bigkeras.training.runs import save_atomic, write_atomic, write_backup
 
 
 def weights_finite(model: keras.Model) -> bool:
@@ -39,36 +38,12 @@ def _logs_finite(logs) -> bool:
     return all(math.isfinite(float(v)) for v in (logs or {}).values() if np.ndim(v) == 0)
 
 
-def _atomic(save, path: str) -> None:
-    """Call ``save(tmp_path)`` then move the result over ``path`` in one rename."""
-    # Keep the suffix: Keras checks for ".keras" and ".weights.h5".
-    tmp = os.path.join(os.path.dirname(path), "tmp-" + os.path.basename(path))
-    save(tmp)
-    os.replace(tmp, path)
-
-
-def restore_backup(model: keras.Model, backup_dir: str) -> int:
-    """Load the backup in ``backup_dir`` into ``model`` and its optimizer.
-
-    Returns:
-        int, the epoch to resume from (0 when there is no backup).
-    """
-    state_path = os.path.join(backup_dir, BACKUP_STATE)
-    if not os.path.exists(state_path):
-        return 0
-    with open(state_path) as f:
-        state = json.load(f)
-    if model.optimizer is not None and not model.optimizer.built:
-        model.optimizer.build(model.trainable_variables)
-    model.load_weights(os.path.join(backup_dir, BACKUP_WEIGHTS))
-    return int(state["epoch"])
-
-
 class FaultTolerance(keras.callbacks.Callback):
     """Back up model and optimizer state every epoch or every ``save_freq`` steps.
 
     The counterpart of ``keras.callbacks.BackupAndRestore``; ``train()`` restores with
-    ``restore_backup`` before training and passes the epoch on as ``initial_epoch``. A
+    ``runs.read_backup`` before training and passes the epoch on as ``initial_epoch``. Each
+    backup is written as one unit with the run's fingerprint (``runs.write_backup``). A
     mid-epoch backup records the epoch it was taken in, so a resumed run replays that
     epoch from its first batch with the backed-up weights (Keras 3's semantics); epoch
     backups resume exactly.
@@ -76,12 +51,14 @@ class FaultTolerance(keras.callbacks.Callback):
     Args:
         backup_dir: str, where ``latest.weights.h5`` and ``training_state.json`` go.
         save_freq: ``"epoch"`` or int, back up every this many steps.
+        fingerprint: dict, ``runs.fingerprint(model, config)``, recorded with each backup.
     """
 
-    def __init__(self, backup_dir: str, save_freq="epoch"):
+    def __init__(self, backup_dir: str, save_freq="epoch", fingerprint: dict | None = None):
         super().__init__()
         self.backup_dir = backup_dir
         self.save_freq = save_freq
+        self.fingerprint = fingerprint or {}
         self._epoch = 0
         self._steps_since_save = 0
         self._last_batch = -1
@@ -106,15 +83,7 @@ class FaultTolerance(keras.callbacks.Callback):
     def _save(self, resume_epoch: int, logs) -> None:
         if not _logs_finite(logs) or not weights_finite(self.model):
             return
-        os.makedirs(self.backup_dir, exist_ok=True)
-        _atomic(self.model.save_weights, os.path.join(self.backup_dir, BACKUP_WEIGHTS))
-        state = json.dumps({"epoch": resume_epoch})
-        _atomic(lambda p: _write(p, state), os.path.join(self.backup_dir, BACKUP_STATE))
-
-
-def _write(path: str, text: str) -> None:
-    with open(path, "w") as f:
-        f.write(text)
+        write_backup(self.model, self.backup_dir, epoch=resume_epoch, fingerprint=self.fingerprint)
 
 
 class Checkpoints(keras.callbacks.Callback):
@@ -144,21 +113,23 @@ class Checkpoints(keras.callbacks.Callback):
         if not _logs_finite(logs) or not weights_finite(self.model):
             return
         os.makedirs(self.directory, exist_ok=True)
-        _atomic(self.model.save, os.path.join(self.directory, "last.keras"))
+        save_atomic(self.model.save, os.path.join(self.directory, "last.keras"))
         value = logs.get(self.monitor)
         if value is None:
             return
         improved = self.best is None or (value < self.best if self.mode == "min" else value > self.best)
         if improved:
             self.best = float(value)
-            _atomic(self.model.save, os.path.join(self.directory, "best.keras"))
+            save_atomic(self.model.save, os.path.join(self.directory, "best.keras"))
 
 
 class HistoryLog(keras.callbacks.Callback):
     """Keep the run's full history, write ``history.csv`` and ``curves.png`` every epoch.
 
     On a resumed run the earlier epochs come back from ``history.csv`` (rows from epochs
-    the backup had not reached are dropped, as those epochs run again).
+    the backup had not reached are dropped, as those epochs run again; a row that does not
+    parse, as an older version's cut write could leave, is dropped with a warning). The file
+    is replaced atomically each epoch.
 
     Args:
         directory: str, where ``history.csv`` and ``curves.png`` go.
@@ -171,12 +142,7 @@ class HistoryLog(keras.callbacks.Callback):
         self.png_path = os.path.join(directory, "curves.png")
         self.rows: list[dict[str, float]] = []
         if initial_epoch and os.path.exists(self.csv_path):
-            with open(self.csv_path) as f:
-                self.rows = [
-                    {k: float(v) for k, v in row.items() if v != ""}
-                    for row in csv.DictReader(f)
-                    if int(row["epoch"]) < initial_epoch
-                ]
+            self.rows = [row for row in _read_history(self.csv_path) if row["epoch"] < initial_epoch]
 
     @property
     def history(self) -> dict[str, list[float]]:
@@ -188,11 +154,27 @@ class HistoryLog(keras.callbacks.Callback):
         row = {"epoch": epoch, **{k: float(v) for k, v in (logs or {}).items() if np.ndim(v) == 0}}
         self.rows.append(row)
         keys = list(dict.fromkeys(k for r in self.rows for k in r))
-        with open(self.csv_path, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=keys)
-            writer.writeheader()
-            writer.writerows(self.rows)
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(self.rows)
+        write_atomic(self.csv_path, text.getvalue())
         plot_history(self.history, self.png_path)
+
+
+def _read_history(path: str) -> list[dict[str, float]]:
+    """The rows of a ``history.csv``; rows that do not parse are dropped with a warning."""
+    rows = []
+    with open(path, newline="") as f:
+        for number, row in enumerate(csv.DictReader(f), start=2):
+            try:
+                parsed = {k: float(v) for k, v in row.items() if k is not None and v not in ("", None)}
+                parsed["epoch"] = int(parsed["epoch"])
+            except (KeyError, TypeError, ValueError):
+                warnings.warn(f"{path}: line {number} is not a whole history row; dropped.", stacklevel=3)
+                continue
+            rows.append(parsed)
+    return rows
 
 
 def precise_batch_norm(model: keras.Model, batches) -> int:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bigkeras import checks
+from bigkeras.training.runs import write_atomic
 
 STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker")
 OPTIMIZERS = ("adamw", "adam", "sgd", "adafactor")
@@ -68,7 +69,10 @@ class TrainConfig:
         seed: int, seeds Python, NumPy and TensorFlow.
         deterministic: bool, enable TensorFlow op determinism (exact reruns, slower).
         tensorboard: bool, write TensorBoard logs to ``run_dir/logs``.
-        resume: bool, continue from the backup in ``run_dir`` if there is one.
+        resume: bool, continue from the backup in ``run_dir`` if there is one. A backup of
+            another model or other training settings (``runs.MUST_MATCH``: batch size,
+            optimizer, schedule, seed, LoRA...) stops the run with an error; ``epochs`` may
+            change, to extend a run.
         verbose: int, 0 silent, 1 progress bar, 2 one line per epoch.
         lora_rank: int, 0 (default: train every weight) or the rank of LoRA adapters: the
             model's bigkeras Transformer backbone (``BertBackbone``, ``GPT``, ``Seq2Seq``, ``T5``,
@@ -78,6 +82,9 @@ class TrainConfig:
             None is ``lora_rank``.
         lora_targets: roles of the backbone's ``role_layers()`` to adapt. Default
             ``("query", "value")``; also ``"key"``, ``"attention_output"``, ``"ffn"``.
+        peer_deadline: float or None, seconds a multi-worker run waits for every worker of
+            ``TF_CONFIG`` to answer before building anything, then stops naming those that did
+            not; None is ``$BIGKERAS_PEER_DEADLINE`` or 180.
 
     Example:
         >>> config = TrainConfig(epochs=10, batch_size=64, schedule="cosine", warmup_steps=100)
@@ -115,6 +122,7 @@ class TrainConfig:
     lora_rank: int = 0
     lora_alpha: float | None = None
     lora_targets: tuple = ("query", "value")
+    peer_deadline: float | None = None
 
     def __post_init__(self):
         checks.positive_int("epochs", self.epochs)
@@ -154,13 +162,15 @@ class TrainConfig:
         self.lora_targets = (self.lora_targets,) if isinstance(self.lora_targets, str) else tuple(self.lora_targets)
         if not self.lora_targets:
             raise ValueError("`lora_targets` must name at least one role, e.g. ('query', 'value').")
+        _optional(checks.positive_number, "peer_deadline", self.peer_deadline)
 
     def to_dict(self) -> dict[str, Any]:
         """The config as plain JSON-ready data (``dataclasses.asdict``)."""
         return dataclasses.asdict(self)
 
     def write(self, path: str, *, model: str, kwargs: dict[str, Any] | None = None) -> None:
-        """Write the run record ``{"model", "kwargs", "train": this config}`` as JSON to ``path``.
+        """Write the run record ``{"model", "kwargs", "train": this config}`` as JSON to ``path``
+        (atomically: a reader sees the old file or the whole new one).
 
         Args:
             path: the file, usually ``run_dir/config.json``.
@@ -168,8 +178,7 @@ class TrainConfig:
             kwargs: the builder overrides the run used.
         """
         record = {"model": model, "kwargs": dict(kwargs or {}), "train": self.to_dict()}
-        with open(path, "w") as f:
-            json.dump(record, f, indent=2, default=list)
+        write_atomic(path, json.dumps(record, indent=2, default=list))
 
 
 def _optional(check, name, value):

@@ -24,14 +24,13 @@ exits non-zero.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-import os
 import threading
 
 import tensorflow as tf
 
 from bigkeras import private_apis
+from bigkeras.training.runs import read_state
 
 HEALTH_INTERVAL_SECONDS = 2.0
 HEALTH_TIMEOUT_SECONDS = 5.0
@@ -60,8 +59,8 @@ class WorkerLostError(RuntimeError):
 def backed_up_epoch(backup_dir: str) -> int | None:
     """The epoch a rerun resumes at (``training_state.json``), or None without a backup."""
     try:
-        with open(os.path.join(backup_dir, "training_state.json")) as f:
-            return int(json.load(f)["epoch"])
+        state = read_state(backup_dir)
+        return None if state is None else int(state["epoch"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
 

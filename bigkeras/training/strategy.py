@@ -7,7 +7,6 @@ TensorFlow multi-worker pattern).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -17,6 +16,7 @@ from contextlib import contextmanager
 import tensorflow as tf
 
 from bigkeras import checks
+from bigkeras.training import cluster_config
 from bigkeras.training.config import STRATEGIES
 
 
@@ -53,11 +53,13 @@ def configure_cpu_replicas(n: int) -> None:
 
 def cluster_size() -> int:
     """The number of workers ``TF_CONFIG`` lists (1 when it is unset)."""
-    cluster = json.loads(os.environ.get("TF_CONFIG", "{}")).get("cluster", {})
+    config = cluster_config.tf_config()
+    cluster = config["cluster"] if config else {}
     return sum(len(cluster.get(role, [])) for role in ("chief", "worker")) or 1
 
 
-def make_strategy(name: str = "auto", *, cpu_replicas: int = 0) -> tf.distribute.Strategy:
+def make_strategy(name: str = "auto", *, cpu_replicas: int = 0, peer_deadline: float | None = None
+                  ) -> tf.distribute.Strategy:  # fmt: skip
     """Build the named strategy.
 
     Args:
@@ -65,6 +67,13 @@ def make_strategy(name: str = "auto", *, cpu_replicas: int = 0) -> tf.distribute
             ``"auto"`` picks multi-worker when ``TF_CONFIG`` lists several workers, else
             Mirrored over the GPUs (or over ``cpu_replicas`` logical CPUs), else the default.
         cpu_replicas: int, logical CPU devices to mirror over when there is no GPU.
+        peer_deadline: float, seconds a multi-worker process waits for every other worker of
+            ``TF_CONFIG`` to answer before it builds anything; default ``BIGKERAS_PEER_DEADLINE``
+            or ``cluster_config.DEFAULT_PEER_DEADLINE`` (180 s). See ``cluster_config.wait_for_peers``.
+
+    Raises:
+        cluster_config.TFConfigError: ``TF_CONFIG`` is malformed (the message shows its form).
+        cluster_config.PeersUnreachableError: a peer never answered within the deadline.
 
     Both the CPU split and the multi-worker strategy need a runtime that has not run
     anything yet: a program that builds its datasets before ``train()`` calls this first
@@ -80,7 +89,7 @@ def make_strategy(name: str = "auto", *, cpu_replicas: int = 0) -> tf.distribute
     """
     checks.one_of("strategy", name, STRATEGIES)
     if name == "multi_worker" or (name == "auto" and cluster_size() > 1):
-        return _multi_worker_strategy()
+        return _multi_worker_strategy(peer_deadline)
     configure_cpu_replicas(cpu_replicas)
     gpus = tf.config.list_logical_devices("GPU")
     cpus = tf.config.list_logical_devices("CPU")
@@ -97,10 +106,13 @@ def make_strategy(name: str = "auto", *, cpu_replicas: int = 0) -> tf.distribute
 _MULTI_WORKER: list[tf.distribute.MultiWorkerMirroredStrategy] = []
 
 
-def _multi_worker_strategy() -> tf.distribute.MultiWorkerMirroredStrategy:
+def _multi_worker_strategy(peer_deadline: float | None = None) -> tf.distribute.MultiWorkerMirroredStrategy:
     # Collective ops can be configured once per process, before anything else runs, so
     # the strategy is made once and shared by every later call.
     if not _MULTI_WORKER:
+        config = cluster_config.tf_config()
+        if config is not None:  # every peer answers, or a clear error instead of an hour's wait
+            cluster_config.wait_for_peers(config, cluster_config.peer_deadline(peer_deadline))
         try:
             _MULTI_WORKER.append(tf.distribute.MultiWorkerMirroredStrategy())
         except RuntimeError as err:
@@ -118,6 +130,36 @@ def is_multi_worker(strategy: tf.distribute.Strategy) -> bool:
         return False
     spec = strategy.cluster_resolver.cluster_spec().as_dict()
     return sum(len(spec.get(role, [])) for role in ("chief", "worker")) > 1
+
+
+def agree_on_epoch(strategy: tf.distribute.Strategy, epoch: int, backup_dir: str) -> int:
+    """The epoch every worker resumes at: ``epoch``, once every worker found the same.
+
+    Each worker restores the backup on its own; a worker that read another backup (the run
+    directory is not on a shared filesystem, or a backup changed between the reads) would
+    train other epochs on other weights. One all-gather compares them.
+
+    Raises:
+        cluster_config.WorkersDisagreeError: the workers found different epochs.
+    """
+    if not is_multi_worker(strategy):
+        return epoch
+
+    @tf.function
+    def gather():
+        def replica_fn():
+            return tf.distribute.get_replica_context().all_gather(tf.constant([epoch], tf.int64), axis=0)
+
+        return strategy.run(replica_fn)
+
+    found = sorted({int(e) for e in strategy.experimental_local_results(gather())[0].numpy()})
+    if len(found) > 1:
+        raise cluster_config.WorkersDisagreeError(
+            f"The workers found different backups in {backup_dir}: they would resume at epochs "
+            f"{', '.join(str(e + 1) for e in found)}. Every worker must read the chief's run directory (a shared "
+            "filesystem); rerun on every worker once it does, or start fresh with TrainConfig(resume=False)."
+        )
+    return epoch
 
 
 def is_chief(strategy: tf.distribute.Strategy) -> bool:

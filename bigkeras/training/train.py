@@ -17,8 +17,9 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from bigkeras.training import cluster_config, runs
 from bigkeras.training import strategy as strategies
-from bigkeras.training.callbacks import Checkpoints, FaultTolerance, HistoryLog, PreciseBatchNorm, restore_backup
+from bigkeras.training.callbacks import Checkpoints, FaultTolerance, HistoryLog, PreciseBatchNorm
 from bigkeras.training.config import TrainConfig
 from bigkeras.training.faults import watch_peers
 from bigkeras.training.lora import enable_lora
@@ -61,8 +62,10 @@ def train(
     the global batch size (``config.batch_size`` per replica times the replicas),
     prefetched and sharded across workers. The run directory gets ``config.json``,
     ``history.csv``, ``curves.png``, ``best.keras``/``last.keras``, a ``backup/`` for
-    fault tolerance (a rerun with ``resume=True`` continues from it) and TensorBoard
-    ``logs/``. On several workers only the chief writes there.
+    fault tolerance (a rerun with ``resume=True`` continues from it, if it is a backup of the
+    same model and training settings) and TensorBoard ``logs/``, every file replaced
+    atomically; a lock keeps a second run out of it (``bigkeras.training.runs``). On several
+    workers only the chief writes there, and the workers check that they resume at one epoch.
 
     Sharding across workers (``MultiWorkerMirroredStrategy``): the auto-shard policy the
     dataset carries is respected. ``OFF`` (the dataset is already this worker's share, as
@@ -98,6 +101,16 @@ def train(
     Returns:
         A ``TrainResult(model, history, run_dir)``.
 
+    Raises:
+        bigkeras.training.runs.RunDirBusyError: another run holds ``run_dir`` (at once,
+            before anything is built).
+        bigkeras.training.runs.ResumeMismatchError: ``resume=True`` and ``run_dir/backup``
+            belongs to another model or other training settings (the message says which and
+            how to start fresh).
+        bigkeras.training.cluster_config.TFConfigError: a malformed ``TF_CONFIG``.
+        bigkeras.training.cluster_config.PeersUnreachableError: on several workers, a peer
+            that did not answer within ``config.peer_deadline``.
+
     Example:
         >>> ds = tf.data.Dataset.from_tensor_slices((x, y))
         >>> result = train("mlp_tiny", ds, config=TrainConfig(epochs=2, run_dir="runs/mlp"))
@@ -105,17 +118,33 @@ def train(
     """
     config = TrainConfig() if config is None else config
     _check_arguments(model, train_data, val_data, config, model_kwargs)
+    with _run_lock(config):
+        return _train(model, train_data, val_data, config, model_kwargs, loss, metrics, callbacks)
+
+
+def _run_lock(config: TrainConfig):
+    """The run directory's lock, taken by the process that writes it (the chief) before
+    anything else: a second run there stops at once (``runs.RunDirBusyError``)."""
+    if cluster_config.is_chief_task(cluster_config.tf_config()):  # TF_CONFIG checked here, first
+        return runs.run_lock(config.run_dir)
+    return contextlib.nullcontext()
+
+
+def _train(model, train_data, val_data, config, model_kwargs, loss, metrics, callbacks) -> TrainResult:
+    """``train()`` once its arguments are checked and it holds the run directory."""
     strategy = _setup(config)
     global_batch = config.batch_size * strategy.num_replicas_in_sync
     steps_per_epoch = config.steps_per_epoch or _num_batches(
         train_data, global_batch, _input_shares(train_data, strategy)
     )
-    keras_model, initial_epoch = _compiled_model(model, model_kwargs, config, strategy, steps_per_epoch, loss, metrics)
+    keras_model, initial_epoch, fingerprint = _compiled_model(
+        model, model_kwargs, config, strategy, steps_per_epoch, loss, metrics
+    )
     with strategies.writable_run_dir(config.run_dir, strategy) as out:
         config.write(os.path.join(out, "config.json"), model=model if isinstance(model, str) else keras_model.name,
                      kwargs=model_kwargs)  # fmt: skip
         history_log = HistoryLog(out, initial_epoch)
-        harness = _harness_callbacks(out, config, train_data, val_data, global_batch, history_log)
+        harness = _harness_callbacks(out, config, train_data, val_data, global_batch, history_log, fingerprint)
         train_ds = _pipeline(
             train_data,
             global_batch,
@@ -153,7 +182,8 @@ def _check_arguments(model, train_data, val_data, config, model_kwargs) -> None:
 def _setup(config: TrainConfig) -> tf.distribute.Strategy:
     """The strategy (first: logical CPU devices and collective ops need an untouched runtime),
     seeds, determinism, and a fresh backup unless resuming."""
-    strategy = strategies.make_strategy(config.strategy, cpu_replicas=config.cpu_replicas)
+    strategy = strategies.make_strategy(config.strategy, cpu_replicas=config.cpu_replicas,
+                                        peer_deadline=config.peer_deadline)
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
@@ -170,7 +200,12 @@ def _compiled_model(model, model_kwargs, config, strategy, steps_per_epoch, loss
     """Build (LoRA if asked), compile and restore the model in the strategy's scope.
 
     Returns:
-        ``(model, initial_epoch)``: the epoch a resumed run starts at (0 for a fresh one).
+        ``(model, initial_epoch, fingerprint)``: the epoch a resumed run starts at (0 for a
+        fresh one; on several workers, one they all found) and the run's ``runs.fingerprint``.
+
+    Raises:
+        runs.ResumeMismatchError: the backup is of another model or training settings.
+        cluster_config.WorkersDisagreeError: the workers found different backups.
     """
     # Optimizer steps in the run: what the schedules decay over.
     total_steps = max(config.epochs * steps_per_epoch // config.grad_accum_steps, 1)
@@ -185,11 +220,16 @@ def _compiled_model(model, model_kwargs, config, strategy, steps_per_epoch, loss
             jit_compile=_resolve_jit(config.jit_compile),
             steps_per_execution=config.steps_per_execution,
         )
-        initial_epoch = restore_backup(keras_model, _backup_dir(config)) if config.resume else 0
-    return keras_model, initial_epoch
+        fingerprint = runs.fingerprint(keras_model, config)
+        initial_epoch = 0
+        if config.resume:
+            initial_epoch = runs.read_backup(keras_model, _backup_dir(config), fingerprint=fingerprint,
+                                             run_dir=config.run_dir)  # fmt: skip
+        initial_epoch = strategies.agree_on_epoch(strategy, initial_epoch, _backup_dir(config))
+    return keras_model, initial_epoch, fingerprint
 
 
-def _harness_callbacks(out, config, train_data, val_data, global_batch, history_log) -> list:
+def _harness_callbacks(out, config, train_data, val_data, global_batch, history_log, fingerprint) -> list:
     """PreciseBN, NaN stop, history, checkpoints, backups, early stopping, TensorBoard."""
     monitor = config.monitor
     if val_data is None and monitor.startswith("val_"):
@@ -203,7 +243,7 @@ def _harness_callbacks(out, config, train_data, val_data, global_batch, history_
         keras.callbacks.TerminateOnNaN(),
         history_log,
         Checkpoints(out, monitor, history_log.history.get(monitor, ())),
-        FaultTolerance(os.path.join(out, "backup"), config.backup_freq),
+        FaultTolerance(os.path.join(out, "backup"), config.backup_freq, fingerprint),
     ]
     if config.early_stopping_patience is not None:
         callbacks.append(keras.callbacks.EarlyStopping(monitor, patience=config.early_stopping_patience))

@@ -1,0 +1,203 @@
+"""``TF_CONFIG``, checked, and a deadline for the workers it names to answer.
+
+A malformed ``TF_CONFIG`` gives ``TFConfigError``, which names the variable and shows the
+form it takes (``TF_CONFIG_FORM``). Before a multi-worker process builds its strategy (and
+with it anything else), ``wait_for_peers`` waits until every other worker accepts a TCP
+connection on its ``TF_CONFIG`` address, or the deadline passes and
+``PeersUnreachableError`` names the peers that never answered. Without it a worker that
+never starts leaves the others waiting on TensorFlow's registration timeout (an hour).
+
+While it waits, each worker answers the others' probes on its own port; it closes that
+listener before TensorFlow's server takes the port, and a probe then reaches TensorFlow's
+server instead, so whichever comes first, a live worker answers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import threading
+import time
+
+TF_CONFIG_FORM = ('{"cluster": {"worker": ["host1:2222", "host2:2222"]}, "task": {"type": "worker", '
+                  '"index": 0}} (an optional "chief" list beside "worker")')  # fmt: skip
+ROLES = ("chief", "worker", "evaluator")
+TRAINING_ROLES = ("chief", "worker")
+DEFAULT_PEER_DEADLINE = 180.0  # seconds: time for every worker of a job to start, far below TF's hour
+DEADLINE_VARIABLE = "BIGKERAS_PEER_DEADLINE"
+_PROBE_TIMEOUT = 1.0
+_PROBE_INTERVAL = 0.25
+
+
+class TFConfigError(ValueError):
+    """``TF_CONFIG`` is not of the form ``TF_CONFIG_FORM``."""
+
+
+class PeersUnreachableError(RuntimeError):
+    """Some workers of ``TF_CONFIG`` did not answer within the deadline."""
+
+
+class WorkersDisagreeError(RuntimeError):
+    """The workers of a run found different backups to resume from."""
+
+
+def tf_config() -> dict | None:
+    """The parsed, checked ``TF_CONFIG``; None when it is unset or empty.
+
+    Raises:
+        TFConfigError: not JSON, not an object, a cluster that is not ``role -> ["host:port",
+            ...]``, or a task that is not one of the cluster's (the message shows the form).
+    """
+    raw = os.environ.get("TF_CONFIG", "")
+    if not raw.strip():
+        return None
+    try:
+        config = json.loads(raw)
+    except json.JSONDecodeError as error:
+        _fail(f"is not valid JSON ({error})")
+    if not isinstance(config, dict):
+        _fail(f"must be a JSON object, got {type(config).__name__} {raw[:80]!r}")
+    _check_cluster(config.get("cluster"))
+    _check_task(config.get("task"), config["cluster"])
+    return config
+
+
+def _fail(problem: str):
+    raise TFConfigError(f"TF_CONFIG {problem}. Expected the form {TF_CONFIG_FORM}.")
+
+
+def _check_cluster(cluster) -> None:
+    if not isinstance(cluster, dict) or not any(role in cluster for role in TRAINING_ROLES):
+        _fail(f'needs "cluster": an object with a "worker" (or "chief") list, got {cluster!r}')
+    for role, addresses in cluster.items():
+        if role not in ROLES:
+            _fail(f"cluster role {role!r} is not one of {', '.join(ROLES)}")
+        if not isinstance(addresses, list) or not addresses:
+            _fail(f'cluster.{role} must be a non-empty list of "host:port" strings, got {addresses!r}')
+        for i, address in enumerate(addresses):
+            if split_address(address) is None:
+                _fail(f'cluster.{role}[{i}]={address!r} is not a "host:port" string (port 1-65535)')
+
+
+def _check_task(task, cluster: dict) -> None:
+    if not isinstance(task, dict):
+        _fail(f'needs "task": {{"type": ..., "index": ...}}, got {task!r}')
+    kind, index = task.get("type"), task.get("index", 0)
+    if kind not in cluster:
+        _fail(f"task.type={kind!r} is not a role of the cluster ({', '.join(cluster)})")
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(cluster[kind]):
+        _fail(f"task.index={index!r} is not an index of cluster.{kind} (0 to {len(cluster[kind]) - 1})")
+
+
+def split_address(address) -> tuple[str, int] | None:
+    """``("host", port)`` of a ``"host:port"`` (``"[::1]:2222"`` for IPv6), or None."""
+    if not isinstance(address, str):
+        return None
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        return None
+    return host, int(port)
+
+
+def is_chief_task(config: dict | None) -> bool:
+    """Whether the task of ``config`` writes the run directory (True without a cluster)."""
+    if config is None:
+        return True
+    kind, index = config["task"]["type"], config["task"].get("index", 0)
+    return kind == "chief" or (kind == "worker" and index == 0 and "chief" not in config["cluster"])
+
+
+def peer_deadline(value: float | None = None) -> float:
+    """``value``, else ``$BIGKERAS_PEER_DEADLINE``, else ``DEFAULT_PEER_DEADLINE`` (seconds)."""
+    if value is None:
+        raw = os.environ.get(DEADLINE_VARIABLE)
+        try:
+            value = DEFAULT_PEER_DEADLINE if raw in (None, "") else float(raw)
+        except ValueError:
+            raise ValueError(f"{DEADLINE_VARIABLE}={raw!r} must be a number of seconds.") from None
+    if not value > 0:
+        raise ValueError(f"the peer deadline must be a positive number of seconds, got {value!r}.")
+    return float(value)
+
+
+def peers(config: dict) -> dict[str, str]:
+    """``{"worker 1": "host:port", ...}``: the training tasks of ``config`` other than its own."""
+    me = (config["task"]["type"], config["task"].get("index", 0))
+    return {f"{role} {i}": address for role in TRAINING_ROLES for i, address in enumerate(config["cluster"].get(role, []))
+            if (role, i) != me}  # fmt: skip
+
+
+def wait_for_peers(config: dict, deadline: float) -> None:
+    """Return once every peer of ``config`` accepts a connection; raise after ``deadline`` s.
+
+    Args:
+        config: a checked ``TF_CONFIG`` (``tf_config()``).
+        deadline: float, seconds to wait.
+
+    Raises:
+        PeersUnreachableError: naming each peer (role, index and address) that never answered.
+    """
+    pending = peers(config)
+    own = config["cluster"][config["task"]["type"]][config["task"].get("index", 0)]
+    end = time.monotonic() + deadline
+    with _answer_probes(split_address(own)[1]):
+        while pending:
+            pending = {name: address for name, address in pending.items() if not _answers(address)}
+            if not pending or time.monotonic() >= end:
+                break
+            time.sleep(_PROBE_INTERVAL)
+    if pending:
+        missing = ", ".join(f"{name} ({address})" for name, address in pending.items())
+        raise PeersUnreachableError(
+            f"{len(pending)} of the {len(peers(config))} other workers in TF_CONFIG never answered within "
+            f"{deadline:g} s: {missing}. Start the same command on every worker with its own TF_CONFIG task, and "
+            f"check the addresses and the network between them; {DEADLINE_VARIABLE} (seconds) sets the deadline."
+        )
+
+
+def _answers(address: str) -> bool:
+    host, port = split_address(address)
+    try:
+        with socket.create_connection((host, port), timeout=_PROBE_TIMEOUT):
+            return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def _answer_probes(port: int):
+    """Accept (and let go of) connections on ``port`` while the block runs, if the port is free."""
+    try:
+        server = socket.create_server(("", port), family=socket.AF_INET6, dualstack_ipv6=True, reuse_port=False)
+    except (OSError, ValueError):
+        try:
+            server = socket.create_server(("", port))
+        except OSError:  # taken (by this process's own server, or another): nothing to answer with
+            yield
+            return
+    server.settimeout(_PROBE_INTERVAL)
+    stop = threading.Event()
+    thread = threading.Thread(target=_accept, args=(server, stop), name="bigkeras-peer-answer", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        server.close()
+
+
+def _accept(server: socket.socket, stop: threading.Event) -> None:
+    while not stop.is_set():
+        try:
+            connection, _ = server.accept()
+        except (TimeoutError, OSError):
+            continue
+        with connection:  # wait for the prober to close first, so the port has no TIME_WAIT here
+            connection.settimeout(_PROBE_TIMEOUT)
+            with contextlib.suppress(OSError):
+                while connection.recv(64):
+                    pass
