@@ -178,10 +178,11 @@ def check_image_headers(image_bytes, max_image_pixels: int):
     import tensorflow as tf
 
     pixels = tf.map_fn(_header_pixels, image_bytes, fn_output_signature=tf.int64)  # (batch,), -1: unknown format
+    pixels = tf.concat([pixels, [0]], 0)  # an empty batch reduces to 0
     known = _assert(tf.reduce_all(pixels >= 0), "request bound: `image_bytes` must be PNG, JPEG, GIF or BMP images "
                     "(index of the first other one follows)", tf.argmin(pixels))
     with tf.control_dependencies([known]):
-        largest = tf.reduce_max(tf.concat([pixels, [0]], 0))
+        largest = tf.reduce_max(pixels)
         small = _assert(largest <= max_image_pixels, f"request bound: an image in `image_bytes` is over "
                         f"{max_image_pixels} pixels (width x height, from its header: max_image_pixels)", largest)
     with tf.control_dependencies([small]):
