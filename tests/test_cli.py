@@ -58,7 +58,8 @@ def test_serving_command_picks_a_release_that_loads_every_model_and_writes_batch
     assert args[-2:] == ["--enable_batching=true", "--batching_parameters_file=/models/batching_parameters.txt"]
     assert (tmp_path / "batching_parameters.txt").read_text() == (
         "max_batch_size { value: 16 }\nbatch_timeout_micros { value: 1000 }\n"
-        "max_enqueued_batches { value: 3 }\nnum_batch_threads { value: 3 }\n")
+        "max_enqueued_batches { value: 3 }\nnum_batch_threads { value: 3 }\n"
+        + "".join(f"allowed_batch_sizes: {n}\n" for n in (1, 2, 4, 8, 16)))  # the rows the warmup covers
     with pytest.raises(SystemExit, match="`max_batch_size` must be a positive integer, got 0"):
         cli.main(["serving-command", "--base-dir", str(tmp_path), "--batching", "--max-batch-size", "0"])
 
@@ -88,7 +89,8 @@ def test_export_quantize_int8_writes_a_smaller_verified_export(tmp_path, capsys)
 
 def test_export_inspect_verify_predict(tmp_path, capsys):
     code, out = run(capsys, "export", "mlp_tiny", "--base-dir", str(tmp_path), "--class-names", "a,b,c")
-    assert code == 0 and "verified: serving_default match Keras; 1 warmup records replay; loads on TF Serving 2.14+" in out
+    # Verified before it was published: one warmup record per bucket row count (1, 2, 4, ... 256).
+    assert code == 0 and "verified: serving_default match Keras; 9 warmup records replay; loads on TF Serving 2.14+" in out
     path = tmp_path / "mlp_tiny" / "1"
     config = read_model_config(tmp_path / "models.config")
     assert [c.name for c in config.model_config_list.config] == ["mlp_tiny"]
