@@ -81,7 +81,8 @@ def parse_args(
     add("--cpu-replicas", type=int, default=0, help="split the CPU into this many logical devices (mirrored)")
     add("--mixed-precision", nargs="?", const="auto", default=mixed_precision, choices=MIXED_PRECISION,
         help="mixed precision policy ('off' for float32); the bare flag means auto (bf16 on CPU, fp16 on GPU)")
-    add("--data", default=data, help="an offline dataset name, or tfds:NAME (prepared under --data-dir)")
+    add("--data", default=data, help="an offline dataset name, tfds:NAME (prepared under --data-dir), or "
+        "tfrecords:PATH (a dataset written by bigkeras prepare)")
     add("--data-dir", help="read the data files (or the TFDS data dir) from here")
     add("--run-dir", help=f"run directory (default runs/{name})")
     add("--export-dir", default="saved_models", help="TF Serving model base directory")
@@ -114,13 +115,18 @@ def load_data(args: argparse.Namespace, *, validation: float = VALIDATION_FRACTI
     """Load ``args.data``, carve a validation split when it has none, slice it for ``--smoke``.
 
     The validation split comes out of ``train`` (seeded), so ``test`` stays untouched
-    until ``finish`` evaluates on it.
+    until ``finish`` evaluates on it. ``--data tfrecords:PATH`` opens a dataset prepared by
+    ``bigkeras prepare`` (``bigkeras.data.PreparedData``): its splits stream from the shards
+    (``split.dataset()``), or read themselves into numpy when a recipe uses ``x``/``y``;
+    it must have been prepared with its validation and test splits.
 
     Returns:
         A ``bigkeras.data.Data`` with ``train``, ``validation`` and ``test`` splits.
     """
     from bigkeras import data as bkdata
 
+    if bkdata.is_prepared(args.data):
+        return _load_prepared(args)
     loaded = bkdata.load(args.data, data_dir=args.data_dir)
     if "validation" not in loaded.splits:
         loaded = loaded.with_validation(validation)
@@ -130,6 +136,22 @@ def load_data(args: argparse.Namespace, *, validation: float = VALIDATION_FRACTI
         loaded = dataclasses.replace(loaded, splits={
             k: s.take(np.arange(min(len(s), SMOKE_SIZES.get(k, 64)))) for k, s in loaded.splits.items()
         })
+    print(loaded.summary(), flush=True)
+    return loaded
+
+
+def _load_prepared(args: argparse.Namespace):
+    """``load_data`` for ``tfrecords:PATH``: nothing is read yet; ``--smoke`` reads the first examples."""
+    from bigkeras import data as bkdata
+
+    loaded = bkdata.load_prepared(args.data)
+    missing = [k for k in ("train", "validation", "test") if k not in loaded.splits]
+    if missing:
+        raise ValueError(f"`--data` {args.data!r} has no {', '.join(missing)} split (splits: {sorted(loaded.splits)}); "
+                         "prepare it with those splits (bigkeras prepare --split NAME=PATTERN, "
+                         "--validation-fraction to carve validation out of train).")
+    if args.smoke:
+        loaded = loaded.limited(SMOKE_SIZES)
     print(loaded.summary(), flush=True)
     return loaded
 

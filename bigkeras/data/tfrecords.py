@@ -212,9 +212,18 @@ def _is_text(array: np.ndarray) -> bool:
 
 
 def _example(arrays: Mapping[str, np.ndarray], spec: Mapping[str, tf.TensorSpec], i: int) -> bytes:
+    return encode_example({name: arrays[name][i] for name in spec}, spec)
+
+
+def encode_example(example: Mapping, spec: Mapping[str, tf.TensorSpec]) -> bytes:
+    """One example (``{name: value}``) as a serialized ``tf.train.Example``, encoded as ``spec`` says.
+
+    ``write_tfrecords`` and the Beam pipelines (``bigkeras.data.beam``) both encode with this,
+    so ``read_tfrecords`` reads what either wrote.
+    """
     feature = {}
     for name, s in spec.items():
-        value = arrays[name][i]
+        value = example[name]
         if s.dtype == tf.string:
             data = value.encode("utf-8") if isinstance(value, str) else bytes(value)
             feature[name] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[data]))
