@@ -13,12 +13,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import pathlib
 import runpy
 import shlex
+import shutil
 import sys
+import traceback
 
 
 
@@ -116,18 +119,120 @@ def serving_image(base_dir: str | os.PathLike = "saved_models", *, image: str = 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = _parser()
-    args, rest = parser.parse_known_args(argv)
-    if rest and args.command != "train":
-        parser.error(f"unrecognized arguments: {' '.join(rest)}")
-    if args.command is None:
-        parser.print_help()
-        return 2
-    return args.run(args, rest) or 0
+    """Run one ``bigkeras`` command; returns its exit status.
+
+    Every failure takes one path: ``bigkeras <command>: <message>`` on one line of stderr and
+    exit status 1 (raised as ``SystemExit`` with that message), with no traceback unless
+    ``--traceback`` is given; whatever the command had begun to write under its output
+    folder (``--base-dir``) is removed first (``_no_partial_output``).
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    show_traceback = "--traceback" in argv
+    argv = [a for a in argv if a != "--traceback"]
+    command, args = _command_name(argv), None
+    try:
+        parser = _parser()
+        args, rest = parser.parse_known_args(argv)
+        if rest and args.command not in ("train", "prepare"):  # prepare: the rest are Beam pipeline options
+            parser.error(f"unrecognized arguments: {' '.join(rest)}")
+        if args.command is None:
+            parser.print_help()
+            return 2
+        _check_inputs(args)
+        with _no_partial_output(args):
+            return args.run(args, rest) or 0
+    except SystemExit as exit_:
+        if exit_.code is None or isinstance(exit_.code, int):  # help, or a recipe's own exit status
+            raise
+        message = str(exit_.code).removeprefix(f"bigkeras {command}: " if command else "bigkeras: ")
+    except KeyboardInterrupt:
+        print(f"bigkeras {command}: interrupted" if command else "bigkeras: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # noqa: BLE001 - the one error path of every command
+        if show_traceback:
+            traceback.print_exc()
+        message = _one_line(error)
+        path = getattr(args, "path", None)
+        if path and str(path) not in message:  # a library's error about a file it does not name
+            message += f" (reading {path})"
+    raise SystemExit(f"bigkeras {command}: {message}" if command else f"bigkeras: {message}") from None
+
+
+class CommandLineError(Exception):
+    """A bad command line (argparse's error, raised instead of printing usage and exiting 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise CommandLineError(f"{message} (see {self.prog} --help)")
+
+
+def _check_inputs(args) -> None:
+    """Inputs every command needs to exist, checked before it starts."""
+    if args.command == "serving-command" and not pathlib.Path(args.base_dir).is_dir():
+        raise FileNotFoundError(
+            f"--base-dir {args.base_dir} is not a folder: export a model there first (bigkeras export ... "
+            f"--base-dir {args.base_dir})."
+        )
+
+
+def _command_name(argv: list[str]) -> str | None:
+    """The command ``argv`` names (``export``...), for the error prefix; None if none."""
+    commands = ("list", "train", "export", "inspect", "verify", "predict", "serving-command", "prepare")
+    return argv[0] if argv and argv[0] in commands else None
+
+
+# Errors that speak for themselves; any other type is named before its message.
+_USER_ERRORS = (ValueError, OSError, RuntimeError, LookupError, CommandLineError)
+_MESSAGE_LIMIT = 600
+
+
+def _one_line(error: BaseException) -> str:
+    """``error``'s message on one line (its lines joined), at most ``_MESSAGE_LIMIT`` characters."""
+    text = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+    if isinstance(error, KeyError) and text.startswith("'"):
+        text = f"missing key {text}"
+    if not isinstance(error, _USER_ERRORS) or not text:
+        text = f"{type(error).__name__}: {text}" if text else type(error).__name__
+    if len(text) > _MESSAGE_LIMIT:
+        text = text[:_MESSAGE_LIMIT] + "... (--traceback shows all)"
+    return text
+
+
+@contextlib.contextmanager
+def _no_partial_output(args):
+    """Remove what a failing command created under its output folder (``args.base_dir``) and
+    put back the small files it had changed there (``models.config``...), so a failure
+    leaves that folder as it found it."""
+    base = pathlib.Path(args.base_dir) if isinstance(getattr(args, "base_dir", None), str) else None
+    existed = base is not None and base.is_dir()
+    before = {p for p in base.rglob("*")} if existed else set()
+    saved = {p: p.read_bytes() for p in base.iterdir() if p.is_file() and p.stat().st_size < 1 << 20} if existed else {}
+    try:
+        yield
+    except BaseException as error:
+        if base is not None and not (isinstance(error, SystemExit) and error.code in (None, 0)):
+            _restore(base, existed, before, saved)
+        raise
+
+
+def _restore(base: pathlib.Path, existed: bool, before: set, saved: dict) -> None:
+    if not existed:
+        shutil.rmtree(base, ignore_errors=True)
+        return
+    for path in sorted(set(base.rglob("*")) - before, key=lambda p: len(p.parts), reverse=True):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    for path, content in saved.items():
+        if not path.is_file() or path.read_bytes() != content:
+            path.write_bytes(content)
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bigkeras", description=__doc__.split("\n")[0])
+    parser = _Parser(prog="bigkeras", description=__doc__.split("\n")[0])
+    parser.add_argument("--traceback", action="store_true", help="on a failure, print the full traceback too")
     parser.set_defaults(command=None)
     sub = parser.add_subparsers(dest="command")
 
@@ -263,12 +368,11 @@ def _inspect(args, rest):
 
 
 def _verify(args, rest):
-    from bigkeras.serving import IncompatibleRelease, VerificationError, verify
+    from bigkeras.serving import verify
 
-    try:
-        report = verify(args.path, atol=args.atol, tf_serving=args.tf_serving)
-    except (IncompatibleRelease, VerificationError, ValueError, FileNotFoundError) as err:
-        raise SystemExit(f"bigkeras verify: {err}") from None
+    if not pathlib.Path(args.path).is_dir():
+        raise FileNotFoundError(f"{args.path} is not a directory: pass a SavedModel version folder.")
+    report = verify(args.path, atol=args.atol, tf_serving=args.tf_serving)
     print(json.dumps({k: getattr(report, k) for k in report.__dataclass_fields__}, indent=2))
 
 
@@ -276,7 +380,13 @@ def _predict(args, rest):
     from bigkeras.serving import GrpcClient, RestClient
 
     if args.json:
-        inputs = json.loads(args.json)
+        try:
+            inputs = json.loads(args.json)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"--json is not valid JSON ({err}); e.g. '{{\"text\": [\"great film\"]}}'.") from None
+        if not isinstance(inputs, dict):
+            raise ValueError(f"--json must be an object of named inputs, e.g. '{{\"text\": [\"great film\"]}}'; "
+                             f"got {args.json[:80]!r}.")
     elif args.text:
         inputs = {"text": args.text}
     else:

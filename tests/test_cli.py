@@ -1,7 +1,12 @@
 """The `bigkeras` command: list, train, export + verify, inspect, predict, serving-command."""
 
 import json
+import os
+import re
 import shlex
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +15,9 @@ from bigkeras import cli
 from bigkeras.serving import compatibility as compat
 from bigkeras.serving import read_model_config
 from tests.fake_tf_serving import FakeTFServing
+
+ROOT = Path(__file__).resolve().parents[1]
+TF_LOG_PREFIXES = ("I0000", "W0000", "E0000", "WARNING: All log messages before absl")
 
 
 def run(capsys, *argv):
@@ -108,3 +116,82 @@ def test_export_inspect_verify_predict(tmp_path, capsys):
             result = json.loads(out)
             assert code == 0 and len(result["class_id"]) == 2 and result["class_name"][0] in "abc"
             assert np.allclose(np.sum(result["probabilities"], axis=1), 1.0, atol=1e-5)
+
+
+# One error path: `bigkeras <command>: <message>`, exit status 1, no traceback, nothing left behind
+# ---------------------------------------------------------------------------------------
+def _bad_arguments(tmp):
+    """(command line, what the message must say) per command, each a wrong argument."""
+    corrupt = tmp / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "saved_model.pb").write_bytes(b"\x00garbage, not a SavedModel proto")
+    (tmp / "taken" / "mlp_tiny" / "1").mkdir(parents=True)
+    closed = "127.0.0.1:9"  # the discard port: nothing listens there
+    return [
+        (["list", "resnet*", "extra"], r"unrecognized arguments: extra"),
+        (["train", "nope", "--epochs", "1"], r"no recipe 'nope'"),
+        (["export", str(tmp / "missing.keras"), "--base-dir", str(tmp / "out")], r"missing\.keras"),
+        (["export", "no_such_model", "--base-dir", str(tmp / "out")], r"Unknown model 'no_such_model'"),
+        (["export", "mlp_tiny", "--base-dir", str(tmp / "out"), "--version", "-3", "--no-verify"],
+         r"`version` must be a positive integer, got -3"),
+        (["export", "mlp_tiny", "--base-dir", str(tmp / "taken"), "--version", "1", "--no-verify"],
+         r"mlp_tiny/1 exists"),
+        (["export", "mlp_tiny", "--version", "abc"], r"argument --version: invalid int value: 'abc'"),
+        (["inspect", str(tmp / "nowhere")], r"nowhere is not a SavedModel directory"),
+        (["inspect", str(corrupt)], r"DecodeError.*\(reading .*corrupt\)"),
+        (["verify", str(tmp / "nowhere")], r"nowhere is not a directory"),
+        (["predict", "--server", f"http://{closed}", "--model", "m", "--json", "{bad"], r"--json is not valid JSON"),
+        (["predict", "--server", f"http://{closed}", "--model", "m", "--json", "[1]"], r"--json must be an object"),
+        (["predict", "--server", f"http://{closed}", "--model", "m", "--text", "hi", "--timeout", "2"],
+         r"cannot reach TF Serving at http://127\.0\.0\.1:9"),
+        (["predict", "--server", closed, "--model", "m", "--text", "hi", "--timeout", "2"],
+         r"cannot reach TF Serving at 127\.0\.0\.1:9"),
+        (["serving-command", "--base-dir", str(tmp / "nofolder")], r"--base-dir .*nofolder is not a folder"),
+        (["serving-command", "--base-dir", str(tmp / "taken"), "--max-batch-size", "x"], r"invalid int value: 'x'"),
+    ]
+
+
+def _tree(path):
+    return sorted(str(p.relative_to(path)) for p in path.rglob("*")) if path.exists() else None
+
+
+def test_every_command_fails_on_one_line_with_status_1_and_leaves_nothing_behind(tmp_path, capsys):
+    cases = _bad_arguments(tmp_path)
+    commands = {argv[0] for argv, _ in cases}
+    assert commands >= {"list", "train", "export", "inspect", "verify", "predict", "serving-command"}
+    for argv, message in cases:
+        before = {name: _tree(tmp_path / name) for name in ("out", "taken", "nofolder")}
+        with pytest.raises(SystemExit) as exited:
+            cli.main(argv)
+        text = exited.value.code  # a string: Python prints it to stderr and exits with status 1
+        assert isinstance(text, str) and "\n" not in text, argv
+        assert text.startswith(f"bigkeras {argv[0]}: "), text
+        assert re.search(message, text), (argv, text)
+        assert "Traceback" not in capsys.readouterr().err, argv
+        assert {name: _tree(tmp_path / name) for name in before} == before, argv  # no partial output
+
+
+def test_export_with_a_bad_version_leaves_no_model_folder(tmp_path):
+    base = tmp_path / "saved_models"
+    fake_export(base, "other", 1, {"MatMul"})
+    (base / "models.config").write_text("kept as it was\n")
+    with pytest.raises(SystemExit, match=r"^bigkeras export: `version` must be a positive integer, got -3\.$"):
+        cli.main(["export", "mlp_tiny", "--base-dir", str(base), "--version", "-3", "--no-verify"])
+    assert sorted(p.name for p in base.iterdir()) == ["models.config", "other"]
+    assert (base / "models.config").read_text() == "kept as it was\n"
+
+
+def test_traceback_flag_prints_the_whole_trace_on_the_same_error_path(tmp_path, capsys):
+    with pytest.raises(SystemExit, match=r"^bigkeras verify: .*nowhere is not a directory"):
+        cli.main(["verify", str(tmp_path / "nowhere"), "--traceback"])
+    err = capsys.readouterr().err
+    assert err.startswith("Traceback (most recent call last):") and "FileNotFoundError" in err
+
+
+def test_the_console_command_exits_1_with_one_line(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "bigkeras.cli", "list", "mlp*", "extra"], capture_output=True,
+                          text=True, timeout=120, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    # TensorFlow's C++ logging (absl) writes its start-up lines to stderr before any of ours.
+    ours = [line for line in done.stderr.splitlines() if not line.startswith(TF_LOG_PREFIXES)]
+    assert done.returncode == 1 and done.stdout == "" and "Traceback" not in done.stderr
+    assert ours == ["bigkeras list: unrecognized arguments: extra (see bigkeras --help)"]
