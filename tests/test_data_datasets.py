@@ -4,8 +4,10 @@ that name the missing or corrupt file and how to get it; tfds loading without do
 from __future__ import annotations
 
 import bz2
+import collections
 import datetime
 import gzip
+import json
 import re
 import struct
 
@@ -96,6 +98,29 @@ def test_bible_holds_out_whole_chapters_in_reading_order():
         _check_texts(x)
         assert np.all(np.diff(y) >= 0)  # reading order: book ids never go back
     assert 4_000_000 < sum(len(t) for x, _ in bible.splits.values() for t in x) < 4_200_000
+
+    # Read the shipped file independently: its chapters, each a block of verses in order.
+    chapters: dict[tuple, list[str]] = {}
+    with open(bible.source, encoding="utf-8") as f:
+        for line in filter(str.strip, f):
+            verse = json.loads(line)
+            if re.search("[A-Za-z]", verse["text"]):
+                chapters.setdefault((verse["book"], verse["chapter"]), []).append(verse["text"].strip())
+    assert len(chapters) == 1_189
+    # Each chapter, in order, must continue exactly one split (all its verses, nothing
+    # between): then every chapter lies wholly in one split, the splits share no chapter,
+    # and together they are the whole book in reading order.
+    position = dict.fromkeys(bible.splits, 0)
+    owner = {}
+    for key, verses in chapters.items():
+        matches = [name for name, (x, _) in bible.splits.items()
+                   if list(x[position[name] : position[name] + len(verses)]) == verses]
+        assert len(matches) == 1, f"{key[0]} {key[1]} is not whole in exactly one split: {matches}"
+        owner[key] = matches[0]
+        position[matches[0]] += len(verses)
+    assert position == sizes  # no split holds a verse outside its chapters
+    held = collections.Counter(owner.values())
+    assert held["validation"] == held["test"] == round(0.05 * 1_189), held
 
 
 @needs_de_en
