@@ -9,9 +9,9 @@ are (the paper trains on 28x28 crops of CIFAR-10); ``--data tfds:cifar10`` gives
 It reports test accuracy and exports float-image and encoded-image signatures.
 
 This is the heaviest image recipe (its first modules run 96-64 channels at full 28x28
-resolution), so the default is one epoch with a cosine schedule: about 17 minutes on 2 CPU
-cores at ~60 images/s in float32 (``--mixed-precision`` is much slower for these convs on
-CPU). Use ``--epochs 3`` or more on a GPU.
+resolution), so the default is one epoch with a cosine schedule, at ~60 images/s on 2 CPU
+cores in float32 (``--mixed-precision`` is much slower for these convs on CPU). Measured: 90.8%
+test accuracy in 20 min 43 s on 2 CPU cores shared with a test run. Use ``--epochs 3`` or more on a GPU.
 
     python recipes/fashion_mnist_inception.py        # or: bigkeras train fashion_mnist_inception
     python recipes/fashion_mnist_inception.py --data tfds:cifar10 --data-dir ~/tensorflow_datasets

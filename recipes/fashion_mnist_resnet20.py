@@ -7,8 +7,8 @@ full resolution, so the net takes Fashion-MNIST's 28x28x1 images as they are (28
 across the stages); with ``--data tfds:cifar10`` it takes 32x32x3 images, as in the paper.
 It reports test accuracy and exports float-image and encoded-image signatures.
 
-Expect about 91% Fashion-MNIST test accuracy after the default 3 epochs (several minutes
-on 2 CPU cores); the paper's 91.3% CIFAR-10 figure needs about 160 epochs with augmentation.
+Measured: 92.0% Fashion-MNIST test accuracy after the default 3 epochs, 17 min 14 s on 2 CPU
+cores; the paper's 91.3% CIFAR-10 figure needs about 160 epochs with augmentation.
 
     python recipes/fashion_mnist_resnet20.py         # or: bigkeras train fashion_mnist_resnet20
     python recipes/fashion_mnist_resnet20.py --data tfds:cifar10 --data-dir ~/tensorflow_datasets --augment

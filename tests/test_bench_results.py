@@ -62,3 +62,22 @@ def test_readme_without_markers_says_what_it_needs(copies):
     (copies / "README.md").write_text("# no table here\n")
     with pytest.raises(SystemExit, match="needs one line"):
         _write(copies)
+
+
+def _figure_spellings(record):
+    value = record["value"]
+    if record["metric"].endswith("bleu"):
+        return {f"BLEU {100 * value:.1f}"}
+    if record["metric"].endswith("bits_per_byte"):
+        return {f"{value:.3f}"}
+    return {f"{100 * value:.1f}%", f"{100 * value:.2f}%"}  # accuracy, exact match
+
+
+def test_every_recipe_docstring_states_its_measured_figure():
+    measured = json.loads((ROOT / "bench" / "measured.json").read_text())["runs"]
+    assert sorted(r["recipe"] for r in measured) == sorted(p.stem for p in (ROOT / "recipes").glob("*.py"))
+    for record in measured:
+        source = (ROOT / "recipes" / f"{record['recipe']}.py").read_text()
+        doc = source.split('"""')[1]
+        assert "Measured" in doc and "Expect" not in doc and "not measured" not in doc, record["recipe"]
+        assert any(s in doc for s in _figure_spellings(record)), (record["recipe"], _figure_spellings(record))
