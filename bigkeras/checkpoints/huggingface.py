@@ -258,12 +258,12 @@ def load(directory: pathlib.Path, build):
         return t5.load(directory, config, header, build, source)
     if kind == "bert":
         arguments = bert_arguments(config, config_path)
-        header, heads = _strip(header, "bert.", keep=BERT_HEADS)
+        header, heads = _strip(header, "bert.", keep=BERT_HEADS, source=source)
         header = _legacy_norm_names(header)
         dimensions, layers = bert_dimensions(config)
     else:
         arguments = gpt2_arguments(config, config_path)
-        header, heads = _strip(header, "transformer.", keep=())
+        header, heads = _strip(header, "transformer.", keep=(), source=source)
         dimensions, layers = gpt2_dimensions(config, arguments)
     check_dimensions(header, dimensions, layers, weights=source, config=config_path)
     body = {name: info for name, info in header.items() if name not in heads}  # task heads are not read
@@ -282,8 +282,12 @@ def load(directory: pathlib.Path, build):
     return model
 
 
-def _strip(tensors: dict, prefix: str, keep) -> tuple[dict, set]:
-    """Remove a task model's ``prefix`` from body tensors and drop buffers; return (tensors, head keys)."""
+def _strip(tensors: dict, prefix: str, keep, source) -> tuple[dict, set]:
+    """Remove a task model's ``prefix`` from body tensors and drop buffers; return (tensors, head keys).
+
+    Raises:
+        CheckpointError: a tensor is in ``source`` both with and without the prefix.
+    """
     body, heads = {}, set()
     for key, value in tensors.items():
         if key.endswith(BUFFERS) or key in BUFFERS:
@@ -292,7 +296,10 @@ def _strip(tensors: dict, prefix: str, keep) -> tuple[dict, set]:
             heads.add(key)
             body[key] = value
             continue
-        body[key[len(prefix) :] if key.startswith(prefix) else key] = value
+        name = key[len(prefix) :] if key.startswith(prefix) else key
+        if name in body:
+            raise CheckpointError(f"{source} holds the tensor {name!r} twice, as {name!r} and {prefix + name!r}.")
+        body[name] = value
     return body, heads
 
 

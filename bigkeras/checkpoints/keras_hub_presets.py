@@ -30,8 +30,8 @@ OPTIONAL_SHAPE_FIELDS = ("max_sequence_length", "num_segments", "key_value_dim")
 def is_preset(directory: pathlib.Path) -> bool:
     """Whether ``directory`` is a keras-hub preset (its config.json names a keras-hub class)."""
     try:
-        config = json.loads((directory / "config.json").read_text())
-    except (OSError, json.JSONDecodeError):
+        config = read_json(directory / "config.json")
+    except (OSError, CheckpointError):  # not a preset; the Hugging Face reader names what is wrong
         return False
     return str(config.get("registered_name", "")).startswith("keras_hub>")
 
