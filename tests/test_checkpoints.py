@@ -35,14 +35,7 @@ HARD_CASES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def minilm_dir():
-    return checkpoints.locate(MINILM)
-
-
-@pytest.fixture(scope="module")
-def minilm(minilm_dir):
-    return checkpoints.load_model(minilm_dir)
+# minilm_dir and minilm (the loaded BertBackbone) are session fixtures in conftest.py.
 
 
 @pytest.fixture(scope="module")

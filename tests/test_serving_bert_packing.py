@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from bigkeras import checkpoints, data
+from bigkeras import data
 from bigkeras.data.packing import BertSingleSegmentPreprocessor
 
 EDGE_TEXTS = ["word " * 200, "", "   ", "caf\u00e9 \u201cquoted\u201d \u00c9T\u00c9 \U0001F600 \u00df\u03a3",
@@ -21,15 +21,14 @@ def texts():
 
 
 @pytest.fixture(scope="module", params=["keras_hub", "hugging_face"])
-def tokenizer(request):
-    """keras-hub's BertTokenizer (bible_bert) and the MiniLM checkpoint's own (reviews_minilm)."""
-    try:
-        minilm = checkpoints.load_tokenizer("all-MiniLM-L6-v2")
-    except Exception as err:  # noqa: BLE001 (the offline checkpoint package is optional)
-        pytest.skip(f"the all-MiniLM-L6-v2 checkpoint is not installed: {err}")
+def tokenizer(request, minilm_tokenizer):
+    """keras-hub's BertTokenizer (bible_bert) and the MiniLM checkpoint's own (reviews_minilm).
+
+    ``minilm_tokenizer`` (conftest.py) skips only when the checkpoint's package is not
+    installed; an error while loading it fails the tests."""
     if request.param == "hugging_face":
-        return minilm
-    return keras_hub.models.BertTokenizer(vocabulary=minilm.get_vocabulary(), lowercase=True)
+        return minilm_tokenizer
+    return keras_hub.models.BertTokenizer(vocabulary=minilm_tokenizer.get_vocabulary(), lowercase=True)
 
 
 @pytest.mark.parametrize("sequence_length", [64, 12, 2])
