@@ -168,7 +168,9 @@ def _read_history(path: str) -> list[dict[str, float]]:
     with open(path, newline="") as f:
         for number, row in enumerate(csv.DictReader(f), start=2):
             try:
-                parsed = {k: float(v) for k, v in row.items() if k is not None and v not in ("", None)}
+                if None in row or None in row.values():  # fewer or more fields than the header: cut
+                    raise ValueError(number)
+                parsed = {k: float(v) for k, v in row.items() if v != ""}
                 parsed["epoch"] = int(parsed["epoch"])
             except (KeyError, TypeError, ValueError):
                 warnings.warn(f"{path}: line {number} is not a whole history row; dropped.", stacklevel=3)
