@@ -1,0 +1,105 @@
+"""``TF_CONFIG`` checked with an error that names it and shows its form; workers wait for their
+peers with a deadline before building anything, and name the ones that never answered."""
+
+import json
+import sys
+import threading
+import time
+
+import pytest
+
+from bigkeras.training import cluster_config
+from bigkeras.training.cluster_config import PeersUnreachableError, TFConfigError
+from tests.cluster import ROOT, Cluster, free_ports
+
+FORM = r"Expected the form \{\"cluster\": \{\"worker\": \[\"host1:2222\""
+
+
+@pytest.mark.parametrize("value, problem", [
+    ("{bad", r"TF_CONFIG is not valid JSON"),
+    ("[]", r"TF_CONFIG must be a JSON object, got list"),
+    ('{"task": {"type": "worker", "index": 0}}', r'TF_CONFIG needs "cluster"'),
+    ('{"cluster": {"worker": "10.0.0.1:2222"}, "task": {"type": "worker", "index": 0}}',
+     r'TF_CONFIG cluster\.worker must be a non-empty list of "host:port" strings, got \'10\.0\.0\.1:2222\''),
+    ('{"cluster": {"worker": ["10.0.0.1"]}, "task": {"type": "worker", "index": 0}}',
+     r"cluster\.worker\[0\]='10\.0\.0\.1' is not a \"host:port\" string"),
+    ('{"cluster": {"worker": ["a:99999"]}, "task": {"type": "worker", "index": 0}}', r"is not a \"host:port\""),
+    ('{"cluster": {"ps": ["a:1"], "worker": ["a:2"]}, "task": {"type": "worker", "index": 0}}',
+     r"cluster role 'ps' is not one of chief, worker, evaluator"),
+    ('{"cluster": {"worker": ["a:1", "b:1"]}}', r'TF_CONFIG needs "task"'),
+    ('{"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "chief", "index": 0}}',
+     r"task\.type='chief' is not a role of the cluster \(worker\)"),
+    ('{"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "worker", "index": 2}}',
+     r"task\.index=2 is not an index of cluster\.worker \(0 to 1\)"),
+])
+def test_a_malformed_tf_config_names_it_and_shows_the_form(monkeypatch, value, problem):
+    from bigkeras.training.strategy import cluster_size
+
+    monkeypatch.setenv("TF_CONFIG", value)
+    with pytest.raises(TFConfigError, match=problem + r".*" + FORM):
+        cluster_size()
+
+
+def test_a_good_tf_config_and_its_chief(monkeypatch):
+    from bigkeras.training.strategy import cluster_size
+
+    config = {"cluster": {"chief": ["a:1"], "worker": ["b:1", "[::1]:2"]}, "task": {"type": "worker", "index": 0}}
+    monkeypatch.setenv("TF_CONFIG", json.dumps(config))
+    assert cluster_size() == 3 and not cluster_config.is_chief_task(cluster_config.tf_config())
+    assert cluster_config.peers(config) == {"chief 0": "a:1", "worker 1": "[::1]:2"}
+    monkeypatch.delenv("TF_CONFIG")
+    assert cluster_size() == 1 and cluster_config.is_chief_task(None)
+
+
+def _config(ports, index):
+    return {"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]}, "task": {"type": "worker", "index": index}}
+
+
+def test_workers_that_start_apart_find_each_other(tmp_path):
+    ports = free_ports(2)
+    errors = []
+
+    def worker(index, delay):
+        time.sleep(delay)
+        try:
+            cluster_config.wait_for_peers(_config(ports, index), deadline=20)
+        except Exception as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=worker, args=(0, 0.0)), threading.Thread(target=worker, args=(1, 1.5))]
+    start = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert errors == [] and time.monotonic() - start < 10
+
+
+def test_a_peer_that_never_answers_is_named_within_the_deadline():
+    ports = free_ports(3)
+    start = time.monotonic()
+    with pytest.raises(PeersUnreachableError, match=(
+            rf"2 of the 2 other workers in TF_CONFIG never answered within 2 s: worker 1 \(127\.0\.0\.1:{ports[1]}\), "
+            rf"worker 2 \(127\.0\.0\.1:{ports[2]}\)\. .*BIGKERAS_PEER_DEADLINE")):
+        cluster_config.wait_for_peers(_config(ports, 0), deadline=2)
+    assert 2 <= time.monotonic() - start < 4
+
+
+def test_a_worker_whose_peer_never_starts_stops_within_the_deadline_naming_it(tmp_path):
+    ports = free_ports(2)
+    deadline = 5
+    cmd = [sys.executable, str(ROOT / "tests" / "training_worker.py"), "--run-dir", str(tmp_path / "run"),
+           "--weights", str(tmp_path / "w.npz"), "--strategy", "multi_worker", "--epochs", "1"]
+    with Cluster(tmp_path) as cluster:
+        start = time.monotonic()
+        worker0 = cluster.start("worker0", cmd, json.dumps(_config(ports, 0)),
+                                env={"BIGKERAS_PEER_DEADLINE": str(deadline)})
+        log = cluster.finish(worker0, timeout=120, expect_ok=False)
+        elapsed = time.monotonic() - start
+    assert worker0.returncode != 0, log[-3000:]
+    assert (f"PeersUnreachableError: 1 of the 1 other workers in TF_CONFIG never answered within {deadline} s: "
+            f"worker 1 (127.0.0.1:{ports[1]})") in log, log[-3000:]
+    assert not (tmp_path / "run").exists()  # stopped before building anything or writing its run directory
+    # The deadline, plus the interpreter and TensorFlow starting (not TensorFlow's hour).
+    assert deadline <= elapsed < deadline + 60, elapsed
+    print(f"worker 0 exited {elapsed:.1f} s after it started (deadline {deadline} s)")
