@@ -164,7 +164,7 @@ def select_classes(dataset, classes: Sequence[int]):
     splits = {}
     for key, split in dataset.splits.items():
         kept = split.take(np.isin(split.y, classes))
-        splits[key] = type(split)(kept.x, remap[kept.y])
+        splits[key] = type(kept)(kept.x, remap[kept.y])  # kept: a Split, also from a PreparedSplit
     names = tuple(dataset.class_names[c] for c in classes)
     name = f"{dataset.name}[{','.join(map(str, classes))}]"  # e.g. fashion_mnist[5,6,7,8,9]
     return dataclasses.replace(dataset, name=name, splits=splits, class_names=names)

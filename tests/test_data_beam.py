@@ -190,7 +190,9 @@ def test_bert_packing_in_process_equals_the_recipe_features(tmp_path):
     from bigkeras import checkpoints
 
     reviews = data.load("rotten_tomatoes")
-    texts, labels = reviews.test.x[:200], reviews.test.y[:200]
+    keep = np.arange(len(reviews.train)) < 100
+    keep |= np.array(["\n" in t for t in reviews.train.x])  # quoted TSV fields that span lines
+    texts, labels = reviews.train.x[keep], reviews.train.y[keep]
     write_tsv(tmp_path / "t.tsv", ["text", "label"], [[t, reviews.class_names[y]] for t, y in zip(texts, labels)])
     loader = functools.partial(checkpoints.load_tokenizer, "all-MiniLM-L6-v2")
     config = beam.PrepareConfig(output=str(tmp_path / "out"), splits={"test": [str(tmp_path / "t.tsv")]},

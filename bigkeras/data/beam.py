@@ -323,10 +323,10 @@ def _table_records(config, unit, report):
     roles += ("label",) if config.labelled else ()
     numbers = []
 
-    def lines():
+    def lines():  # with their newline, so a quoted field keeps the newlines inside it
         for number, line in text_lines(unit.path, report):
             numbers.append(number)
-            yield line
+            yield line + "\n"
 
     reader = csv.reader(lines(), delimiter="\t" if config.format == "tsv" else ",")
     header = next(reader, None)

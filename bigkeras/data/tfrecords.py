@@ -233,11 +233,11 @@ def encode_example(example: Mapping, spec: Mapping[str, tf.TensorSpec]) -> bytes
             )
         elif s.dtype.is_integer or s.dtype.is_bool:
             feature[name] = tf.train.Feature(
-                int64_list=tf.train.Int64List(value=np.ravel(value).astype(np.int64))
+                int64_list=tf.train.Int64List(value=np.ravel(value).astype(np.int64).tolist())  # lists: 2x faster
             )
         elif s.dtype.is_floating:
             feature[name] = tf.train.Feature(
-                float_list=tf.train.FloatList(value=np.ravel(value).astype(np.float32))
+                float_list=tf.train.FloatList(value=np.ravel(value).astype(np.float32).tolist())
             )
         else:
             raise ValueError(
