@@ -103,3 +103,32 @@ def test_a_worker_whose_peer_never_starts_stops_within_the_deadline_naming_it(tm
     # The deadline, plus the interpreter and TensorFlow starting (not TensorFlow's hour).
     assert deadline <= elapsed < deadline + 60, elapsed
     print(f"worker 0 exited {elapsed:.1f} s after it started (deadline {deadline} s)")
+
+
+@pytest.mark.slow  # two worker processes: about 40 s
+def test_workers_that_found_different_backups_stop_instead_of_training_apart(tmp_path):
+    import numpy as np
+    import tensorflow as tf
+
+    from bigkeras.training import TrainConfig, train
+
+    rng = np.random.default_rng(0)  # the settings of tests/training_worker.py, so the backups fit its runs
+    x = rng.standard_normal((256, 8, 8)).astype("float32")
+    data = tf.data.Dataset.from_tensor_slices((x, x[:, 0, :3].argmax(-1).astype("int32")))
+    for name, epochs in (("a", 1), ("b", 2)):  # each worker's own (unshared) run directory
+        train("mlp_tiny", data, config=TrainConfig(epochs=epochs, batch_size=16, learning_rate=1e-2, seed=0,
+                                                   run_dir=str(tmp_path / name), strategy="default",
+                                                   tensorboard=False, verbose=0))
+    ports = free_ports(2)
+    with Cluster(tmp_path) as cluster:
+        workers = [cluster.start(f"worker{i}", [sys.executable, str(ROOT / "tests" / "training_worker.py"),
+                                                "--run-dir", str(tmp_path / name), "--weights", str(tmp_path / f"{i}.npz"),
+                                                "--strategy", "multi_worker", "--epochs", "3"],
+                                 json.dumps(_config(ports, i)))
+                   for i, name in enumerate("ab")]
+        logs = [cluster.finish(worker, timeout=180, expect_ok=False) for worker in workers]
+    for worker, log in zip(workers, logs):
+        assert worker.returncode != 0, log[-3000:]
+        assert "WorkersDisagreeError: The workers found different backups" in log, log[-3000:]
+        assert "they would resume at epochs 2, 3" in log, log[-3000:]
+    assert not (tmp_path / "0.npz").exists() and not (tmp_path / "1.npz").exists()
