@@ -51,12 +51,6 @@ def read_config(directory: pathlib.Path) -> dict:
         raise CheckpointError(f"{directory} has no {CONFIG}: not a Hugging Face checkpoint directory.") from None
 
 
-def read_safetensors(path: pathlib.Path) -> dict[str, np.ndarray]:
-    """Every tensor of a ``.safetensors`` file as NumPy, its header checked first; a corrupt
-    file names the file."""
-    return read_tensors(path, read_header(path))
-
-
 def write_safetensors(path: pathlib.Path, tensors: dict[str, np.ndarray]) -> None:
     from safetensors.numpy import save_file
 
