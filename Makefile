@@ -68,7 +68,7 @@ tools:
 	$(call apt_install,$(APT_TOOLS),packages for the tests,the multi-host training test skips)
 
 test: venv data tools
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n auto --dist loadgroup --durations=15 $(PYTEST_ARGS)
 
 demo: venv data
 	$(PY) recipes/fashion_mnist_cnn.py

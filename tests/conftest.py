@@ -6,7 +6,10 @@ trained model, a batch of recipe smoke runs) is built once, by one worker. Tests
 their own processes (training workers, recipe runs, pip, servers) or network namespaces carry
 ``@pytest.mark.processes``: together they form one unit of work, run one after another by one
 worker, so no two of them compete for the cores, the ports or each other's timeouts while the
-other worker runs in-process tests. A new test file needs no mark unless it starts processes.
+other worker runs in-process tests. A module that uses the shared helpers that start processes
+(``tests/cluster.py``'s ``Cluster``, ``tests/netns.py``'s ``Hosts``, ``run_recipes_smoke``)
+joins that group without a mark; any other test file needs no mark unless it starts long-lived
+processes itself (a short child such as ``verify``'s fresh-process check does not count).
 
 Fixtures shared by every file (session-scoped: built once per worker, on first use):
 ``minilm_dir``, ``minilm`` and ``minilm_tokenizer``, the all-MiniLM-L6-v2 checkpoint.
@@ -17,6 +20,16 @@ import os
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Under xdist, each worker's TensorFlow gets its share of the cores for its kernels (set before
+# TensorFlow starts; the processes a test starts inherit it): with one thread pool per core per
+# worker, two workers on two cores would oversubscribe them, and the pools' spinning threads
+# then burn the time they wait. Inter-op threads stay at TensorFlow's default (one per core):
+# in-process collectives across CPU replicas need more than one.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    _share = str(max(1, len(os.sched_getaffinity(0)) // _WORKERS))
+    os.environ.setdefault("TF_NUM_INTRAOP_THREADS", _share)
+    os.environ.setdefault("OMP_NUM_THREADS", _share)
 
 import keras  # noqa: E402
 import pytest  # noqa: E402
@@ -44,8 +57,23 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.get_closest_marker("xdist_group"):
             continue
-        group = PROCESSES_GROUP if item.get_closest_marker("processes") else item.path.name
+        group = PROCESSES_GROUP if _starts_processes(item) else item.path.name
         item.add_marker(pytest.mark.xdist_group(group))
+
+
+def _starts_processes(item) -> bool:
+    """Marked ``processes``, or in a module that uses the shared helpers that start processes
+    (``tests.cluster.Cluster``, ``tests.netns.Hosts``, ``tests.helpers.run_recipes_smoke``)."""
+    from tests.cluster import Cluster
+    from tests.helpers import run_recipes_smoke
+    from tests.netns import Hosts
+
+    if item.get_closest_marker(PROCESSES_GROUP):
+        return True
+    module = getattr(item, "module", None)
+    return module is not None and any(
+        value is Cluster or value is Hosts or value is run_recipes_smoke for value in vars(module).values()
+    )
 
 
 @pytest.fixture(autouse=True)

@@ -71,6 +71,7 @@ def test_two_cpu_replicas_match_one_replica_at_the_same_global_batch(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.processes  # two worker processes: one at a time with the others (tests/conftest.py)
 def test_two_worker_processes_train_together_and_only_the_chief_writes(tmp_path):
     ports = [free_port(), free_port()]
     run_dir = tmp_path / "run"

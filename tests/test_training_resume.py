@@ -50,6 +50,7 @@ def weights(path):
 
 
 @pytest.mark.slow
+@pytest.mark.processes  # kills its training process mid-run: one at a time with the others (tests/conftest.py)
 def test_sigkill_after_the_second_checkpoint_then_resume_matches_an_uninterrupted_run(tmp_path):
     reference = tmp_path / "reference"
     run(command(reference, tmp_path / "ref.npz", tmp_path / "ref.json"), tmp_path / "ref.log")
