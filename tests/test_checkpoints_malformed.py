@@ -372,6 +372,7 @@ def test_malformed_input_raises_a_named_error_before_building(case, bases, tmp_p
         assert built == [], f"{case.name}: the model was built before the error"
 
 
+@pytest.mark.processes
 def test_huge_configs_stay_under_the_memory_bound(bases, tmp_path):
     huge = [c.name for c in CASES if c.huge]
     assert len(huge) >= 6

@@ -188,6 +188,7 @@ def test_traceback_flag_prints_the_whole_trace_on_the_same_error_path(tmp_path, 
     assert err.startswith("Traceback (most recent call last):") and "FileNotFoundError" in err
 
 
+@pytest.mark.processes
 def test_the_console_command_exits_1_with_one_line(tmp_path):
     done = subprocess.run([sys.executable, "-m", "bigkeras.cli", "list", "mlp*", "extra"], capture_output=True,
                           text=True, timeout=120, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)})

@@ -85,6 +85,7 @@ def test_a_peer_that_never_answers_is_named_within_the_deadline():
     assert 2 <= time.monotonic() - start < 4
 
 
+@pytest.mark.processes
 def test_a_worker_whose_peer_never_starts_stops_within_the_deadline_naming_it(tmp_path):
     ports = free_ports(2)
     deadline = 5
@@ -106,6 +107,7 @@ def test_a_worker_whose_peer_never_starts_stops_within_the_deadline_naming_it(tm
 
 
 @pytest.mark.slow  # two worker processes: about 40 s
+@pytest.mark.processes
 def test_workers_that_found_different_backups_stop_instead_of_training_apart(tmp_path):
     import numpy as np
     import tensorflow as tf

@@ -172,6 +172,7 @@ def test_a_resume_with_another_model_or_settings_stops_with_how_to_start_fresh(t
     assert len(fresh.history["loss"]) == 1
 
 
+@pytest.mark.processes
 def test_a_second_run_in_the_same_run_dir_stops_at_once(tmp_path):
     run_dir = tmp_path / "run"
     first = command(run_dir, tmp_path / "first.npz", tmp_path / "first.json", delay=0.5)
