@@ -2,11 +2,9 @@ import pytest
 
 from bigkeras import build
 from bigkeras.models.mlp import mlp
-from tests.helpers import check_model
 
 
-def test_tiny_mlp_passes_shared_checks():
-    check_model(build("mlp_tiny"), expected_output_shape=(3,))
+# The tiny preset's shared checks (and output shape): test_registry.py::test_every_tiny_preset[mlp_tiny].
 
 
 def test_mnist_preset_parameter_count():

@@ -36,7 +36,9 @@ def test_every_tiny_preset(name):
     # Presets are data: the kwargs survive a JSON round trip and still build.
     kwargs = json.loads(json.dumps(spec.kwargs))
     model = spec.builder(**kwargs)
-    check_model(model, vocab_size=_vocab_size(kwargs))
+    # Classifiers give (batch, num_classes) logits; language models (batch, length, vocab).
+    expected = (kwargs["num_classes"],) if "num_classes" in kwargs else None
+    check_model(model, vocab_size=_vocab_size(kwargs), expected_output_shape=expected)
 
 
 def test_every_family_has_a_tiny_preset():
