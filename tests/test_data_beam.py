@@ -248,6 +248,20 @@ def test_load_data_reads_prepared_splits_and_requires_validation(tmp_path):
         recipe.load_data(args)
 
 
+def test_workers_read_disjoint_shards_that_cover_the_split_and_settings_are_checked(tmp_path):
+    (tmp_path / "a.txt").write_text("".join(f"line {i}\n" for i in range(40)))
+    config = beam.PrepareConfig(output=str(tmp_path / "out"), splits={"train": [str(tmp_path / "a.txt")]},
+                                num_shards=4)
+    beam.prepare_in_process(config)
+    prepared = data.load_prepared(f"tfrecords:{tmp_path / 'out'}")
+    parts = [{t.decode() for t in prepared.train.dataset(x="text", num_workers=2, worker_index=i).as_numpy_iterator()}
+             for i in range(2)]
+    assert not parts[0] & parts[1] and parts[0] | parts[1] == {f"line {i}" for i in range(40)}
+    assert len(list(prepared.limited({"train": 5}).train.dataset().as_numpy_iterator())) == 5
+    with pytest.raises(ValueError, match="sequence_length=None; this recipe needs sequence_length=64"):
+        prepared.require(sequence_length=64)
+
+
 # ----------------------------------------------------------------------------- Beam, 2 processes
 
 

@@ -84,9 +84,13 @@ class PreparedSplit:
 
         for name in ([x] if isinstance(x, str) else list(x or ())) + ([y] if y else []):
             checks.one_of("feature", name, self.features)
+        import tensorflow as tf
+
         ds = read_tfrecords(self.prefix, num_workers=num_workers, worker_index=worker_index)
         if self.limit is not None:
             ds = ds.take(self.limit)
+        if num_workers == 1:  # the spec's count, so train() knows the steps per epoch
+            ds = ds.apply(tf.data.experimental.assert_cardinality(len(self)))
         if shuffle:
             ds = ds.shuffle(min(len(self), SHUFFLE_BUFFER), seed=seed, reshuffle_each_iteration=True)
 
