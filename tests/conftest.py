@@ -46,6 +46,34 @@ def pytest_configure(config):
         f"{PROCESSES_GROUP}: starts its own processes (training workers, recipe runs, pip), servers or network "
         "namespaces; under pytest-xdist all such tests run one after another on one worker",
     )
+    if getattr(config.option, "loadgroup", False):  # an xdist worker under --dist loadgroup
+        config.pluginmanager.register(_GroupSuffix(), "bigkeras-xdist-group-suffix")
+
+
+class _GroupSuffix:
+    """Put each test's group into its node id, as pytest-xdist's loadgroup means to.
+
+    xdist 3.8 tells the scheduler a test's ``xdist_group`` by appending ``@group`` to the node
+    id through ``item._nodeid``, which pytest 9.2 no longer reads (node ids are structured,
+    ``item._id``): the groups silently stop working (pytest-dev/pytest-xdist#1386, fix not
+    released). This does the same through ``item._id`` where xdist's append did not take,
+    and stops the run if that no longer works either, instead of silently mixing the groups.
+    """
+
+    @pytest.hookimpl(trylast=True)  # after xdist's own append
+    def pytest_collection_modifyitems(self, config, items):
+        for item in items:
+            groups = sorted({str(m.args[0] if m.args else m.kwargs.get("name", "default"))
+                             for m in item.iter_markers("xdist_group")})
+            suffix = f"@{'_'.join(groups)}"
+            if not groups or item.nodeid.endswith(suffix):
+                continue
+            item._id = type(item._id).parse(item.nodeid + suffix)
+            if not item.nodeid.endswith(suffix):
+                raise pytest.UsageError(
+                    f"tests/conftest.py cannot give {item.nodeid} its xdist group {groups}: this pytest and "
+                    "pytest-xdist no longer group tests by node id; update _GroupSuffix."
+                )
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
