@@ -26,6 +26,8 @@ from bigkeras.data.base import DataFileError
 from tests.helpers import ROOT
 
 TWO_WORKERS = ["--runner=DirectRunner", "--direct_running_mode=multi_processing", "--direct_num_workers=2"]
+# Beam worker processes and recipe runs: one unit with the other process-starting tests (tests/conftest.py).
+pytestmark = pytest.mark.processes
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
