@@ -16,7 +16,7 @@ memory against 1 GB: ``VmHWM`` (the true peak of resident memory, which counts a
 of TensorFlow's and TF Text's shared library pages, the same pages in every worker) and the
 peak of private (anonymous) memory, sampled twice a second.
 
-    python bench/prepare.py                      # 40 MB, 2 turns each
+    python bench/prepare.py                      # about 60 MB (whole shuffled copies), 2 turns each
     python bench/prepare.py --big                # 2.1 GB, once (long on 2 cores)
 """
 
@@ -45,7 +45,8 @@ GB = 1e9
 
 
 def make_corpus(folder: Path, megabytes: float, files: int, seed: int = 0) -> dict:
-    """Shuffled, repeated Bible verses in ``files`` files; returns sizes and line counts."""
+    """Shuffled, repeated Bible verses in ``files`` files, each at least ``megabytes / files`` MB
+    of whole shuffled copies of the verses; returns sizes, line counts and each file's verse order."""
     verses = np.asarray(data.load("bible").train.x, dtype=object)
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)

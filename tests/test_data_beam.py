@@ -391,9 +391,11 @@ def test_worker_memory_stays_flat_as_the_corpus_grows(tmp_path):
         for i in range(2):
             (folder / f"part{i}.txt").write_text(text * (copies * 2))
         peaks[copies] = _peak_of_child(folder, vocabulary, tmp_path / f"out{copies}")
-    grown = peaks[8]["anon"] - peaks[1]["anon"]
-    assert grown < 40e6, peaks  # 8x the text (about 19 MB more), well under 40 MB more memory
-    assert peaks[8]["peak_rss"] < 1e9, peaks
+    # 8x the text (about 19 MB more): under 40 MB more memory, private or resident. The resident
+    # peak (about 1.0 GB) counts some 0.57 GB of TensorFlow's and TF Text's shared library pages.
+    assert peaks[8]["anon"] - peaks[1]["anon"] < 40e6, peaks
+    assert peaks[8]["peak_rss"] - peaks[1]["peak_rss"] < 40e6, peaks
+    assert peaks[8]["anon"] < 0.6e9 and peaks[8]["examples"] > 7 * peaks[1]["examples"], peaks
 
 
 def _peak_of_child(folder, vocabulary, output) -> dict:
