@@ -291,7 +291,89 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-timeout-micros", type=int, default=1000)
     p.add_argument("--batch-threads", type=int, help="threads that run batches (default: this machine's CPU count)")
     p.set_defaults(run=_serving_command)
+
+    _prepare_parser(sub)
     return parser
+
+
+def _prepare_parser(sub) -> None:
+    p = sub.add_parser(
+        "prepare", help="prepare raw files into sharded TFRecords on Apache Beam (recipes: --data tfrecords:OUTPUT)",
+        description="Any other --option is a Beam pipeline option (default --runner=DirectRunner "
+                    "--direct_running_mode=multi_processing --direct_num_workers=2).")
+    p.add_argument("output", help="the dataset folder (shards, specs, vocabulary/, dataset.json written last)")
+    p.add_argument("--split", action="append", required=True, metavar="NAME=PATTERN",
+                   help="a split and a file pattern (repeat; several patterns per split allowed)")
+    p.add_argument("--format", default="lines", choices=("lines", "csv", "tsv", "folders"))
+    p.add_argument("--task", default="text", choices=("text", "bert", "gpt", "image", "pairs"))
+    p.add_argument("--num-shards", type=int, default=8, help="shards per split")
+    p.add_argument("--checkpoint", help="tokenize with this checkpoint's tokenizer (e.g. all-MiniLM-L6-v2)")
+    p.add_argument("--vocabulary", choices=("bpe", "wordpiece", "sentencepiece"), help="learn this vocabulary")
+    p.add_argument("--vocabulary-size", type=int, default=4096)
+    p.add_argument("--sample-size", type=int, default=100_000, help="texts the vocabulary is learned on")
+    p.add_argument("--sequence-length", type=int, default=128, help="BERT packing length or GPT window")
+    p.add_argument("--image-size", help="HEIGHT,WIDTH images are resized to")
+    p.add_argument("--channels", type=int, default=3, choices=(1, 3))
+    p.add_argument("--classes", help="comma-separated class names in id order (default: the sorted labels seen)")
+    for role in ("text", "label", "source", "target", "image"):
+        p.add_argument(f"--{role}-column", default=role, help=f"CSV/TSV column of the {role}"
+                       + (" ('' for unlabelled)" if role == "label" else ""))
+    p.add_argument("--validation-fraction", type=float, default=0.0, help="share of train moved to validation")
+    p.add_argument("--name", default="", help="dataset name in dataset.json")
+    p.add_argument("--strict", action="store_true", help="stop at the first bad input instead of skipping it")
+    p.add_argument("--overwrite", action="store_true", help="replace a prepared dataset in OUTPUT")
+    p.add_argument("--in-process", action="store_true", help="run in this process without Beam (small data)")
+    p.set_defaults(run=_prepare)
+
+
+def _prepare(args, rest):
+    import functools
+
+    from bigkeras.data import beam
+
+    splits = {}
+    for item in args.split:
+        name, sep, pattern = item.partition("=")
+        if not sep or not name or not pattern:
+            raise SystemExit(f"bigkeras prepare: --split must be NAME=PATTERN, got {item!r}.")
+        splits.setdefault(name, []).append(pattern)
+    if rest and not rest[0].startswith("--"):
+        raise SystemExit(f"bigkeras prepare: unrecognized arguments {rest} (Beam options start with --).")
+    tokenizer = None
+    if args.checkpoint:
+        from bigkeras import checkpoints
+
+        tokenizer = functools.partial(checkpoints.load_tokenizer, args.checkpoint)
+    columns = {r: getattr(args, f"{r}_column") or None for r in ("text", "label", "source", "target", "image")}
+    try:
+        config = beam.PrepareConfig(
+            output=args.output, splits=splits, format=args.format, task=args.task, num_shards=args.num_shards,
+            columns=columns, classes=args.classes.split(",") if args.classes else None, tokenizer=tokenizer,
+            tokenizer_name=args.checkpoint, vocabulary=args.vocabulary, vocabulary_size=args.vocabulary_size,
+            sample_size=args.sample_size, sequence_length=args.sequence_length,
+            image_size=tuple(int(v) for v in args.image_size.split(",")) if args.image_size else None,
+            channels=args.channels, validation_fraction=args.validation_fraction, strict=args.strict,
+            name=args.name)
+        manifest = (beam.prepare_in_process(config, overwrite=args.overwrite) if args.in_process else
+                    beam.prepare(config, _beam_args(rest), overwrite=args.overwrite))
+    except (ValueError, FileExistsError) as err:
+        raise SystemExit(f"bigkeras prepare: {err}") from None
+    sizes = ", ".join(f"{k} {v['num_examples']:,}" for k, v in manifest["splits"].items())
+    bad_input = {k: v for k, v in manifest["metrics"].items() if "/bad_input/" in k}
+    print(f"prepared {args.output}: {sizes} examples in {args.num_shards} shards per split, {manifest['seconds']:.0f} s ({manifest['runner']}); bad input skipped: "
+          f"{bad_input or 'none'}\n  train on it: bigkeras train RECIPE --data tfrecords:{args.output}")
+
+
+def _beam_args(rest: list[str]) -> list[str]:
+    """Beam options from the command line, DirectRunner with 2 processes unless they say otherwise."""
+    import re
+
+    from bigkeras.data.beam import DEFAULT_PIPELINE_ARGS
+
+    if re.search(r"--runner[= ](?!DirectRunner)", " ".join(rest)):
+        return list(rest)  # another runner: none of the DirectRunner defaults apply
+    given = {r.split("=")[0] for r in rest if r.startswith("--")}
+    return [*(d for d in DEFAULT_PIPELINE_ARGS if d.split("=")[0] not in given), *rest]
 
 
 def _list(args, rest):
@@ -401,91 +483,9 @@ def _predict(args, rest):
 
 
 def _serving_command(args, rest):
-
-    _prepare_parser(sub)
     from bigkeras.serving import IncompatibleRelease
     from bigkeras.serving.batching import batch_size_within_bounds, unbatchable_inputs, write_batching_parameters
     from bigkeras.serving.bounds import bucket_sizes
-def _prepare_parser(sub) -> None:
-    p = sub.add_parser(
-        "prepare", help="prepare raw files into sharded TFRecords on Apache Beam (recipes: --data tfrecords:OUTPUT)",
-        description="Any other --option is a Beam pipeline option (default --runner=DirectRunner "
-                    "--direct_running_mode=multi_processing --direct_num_workers=2).")
-    p.add_argument("output", help="the dataset folder (shards, specs, vocabulary/, dataset.json written last)")
-    p.add_argument("--split", action="append", required=True, metavar="NAME=PATTERN",
-                   help="a split and a file pattern (repeat; several patterns per split allowed)")
-    p.add_argument("--format", default="lines", choices=("lines", "csv", "tsv", "folders"))
-    p.add_argument("--task", default="text", choices=("text", "bert", "gpt", "image", "pairs"))
-    p.add_argument("--num-shards", type=int, default=8, help="shards per split")
-    p.add_argument("--checkpoint", help="tokenize with this checkpoint's tokenizer (e.g. all-MiniLM-L6-v2)")
-    p.add_argument("--vocabulary", choices=("bpe", "wordpiece", "sentencepiece"), help="learn this vocabulary")
-    p.add_argument("--vocabulary-size", type=int, default=4096)
-    p.add_argument("--sample-size", type=int, default=100_000, help="texts the vocabulary is learned on")
-    p.add_argument("--sequence-length", type=int, default=128, help="BERT packing length or GPT window")
-    p.add_argument("--image-size", help="HEIGHT,WIDTH images are resized to")
-    p.add_argument("--channels", type=int, default=3, choices=(1, 3))
-    p.add_argument("--classes", help="comma-separated class names in id order (default: the sorted labels seen)")
-    for role in ("text", "label", "source", "target", "image"):
-        p.add_argument(f"--{role}-column", default=role, help=f"CSV/TSV column of the {role}"
-                       + (" ('' for unlabelled)" if role == "label" else ""))
-    p.add_argument("--validation-fraction", type=float, default=0.0, help="share of train moved to validation")
-    p.add_argument("--name", default="", help="dataset name in dataset.json")
-    p.add_argument("--strict", action="store_true", help="stop at the first bad input instead of skipping it")
-    p.add_argument("--overwrite", action="store_true", help="replace a prepared dataset in OUTPUT")
-    p.add_argument("--in-process", action="store_true", help="run in this process without Beam (small data)")
-    p.set_defaults(run=_prepare)
-
-
-def _prepare(args, rest):
-    import functools
-
-    from bigkeras.data import beam
-
-    splits = {}
-    for item in args.split:
-        name, sep, pattern = item.partition("=")
-        if not sep or not name or not pattern:
-            raise SystemExit(f"bigkeras prepare: --split must be NAME=PATTERN, got {item!r}.")
-        splits.setdefault(name, []).append(pattern)
-    if rest and not rest[0].startswith("--"):
-        raise SystemExit(f"bigkeras prepare: unrecognized arguments {rest} (Beam options start with --).")
-    tokenizer = None
-    if args.checkpoint:
-        from bigkeras import checkpoints
-
-        tokenizer = functools.partial(checkpoints.load_tokenizer, args.checkpoint)
-    columns = {r: getattr(args, f"{r}_column") or None for r in ("text", "label", "source", "target", "image")}
-    try:
-        config = beam.PrepareConfig(
-            output=args.output, splits=splits, format=args.format, task=args.task, num_shards=args.num_shards,
-            columns=columns, classes=args.classes.split(",") if args.classes else None, tokenizer=tokenizer,
-            tokenizer_name=args.checkpoint, vocabulary=args.vocabulary, vocabulary_size=args.vocabulary_size,
-            sample_size=args.sample_size, sequence_length=args.sequence_length,
-            image_size=tuple(int(v) for v in args.image_size.split(",")) if args.image_size else None,
-            channels=args.channels, validation_fraction=args.validation_fraction, strict=args.strict,
-            name=args.name)
-        manifest = (beam.prepare_in_process(config, overwrite=args.overwrite) if args.in_process else
-                    beam.prepare(config, _beam_args(rest), overwrite=args.overwrite))
-    except (ValueError, FileExistsError) as err:
-        raise SystemExit(f"bigkeras prepare: {err}") from None
-    sizes = ", ".join(f"{k} {v['num_examples']:,}" for k, v in manifest["splits"].items())
-    bad_input = {k: v for k, v in manifest["metrics"].items() if "/bad_input/" in k}
-    print(f"prepared {args.output}: {sizes} examples in {args.num_shards} shards per split, {manifest['seconds']:.0f} s ({manifest['runner']}); bad input skipped: "
-          f"{bad_input or 'none'}\n  train on it: bigkeras train RECIPE --data tfrecords:{args.output}")
-
-
-def _beam_args(rest: list[str]) -> list[str]:
-    """Beam options from the command line, DirectRunner with 2 processes unless they say otherwise."""
-    import re
-
-    from bigkeras.data.beam import DEFAULT_PIPELINE_ARGS
-
-    if re.search(r"--runner[= ](?!DirectRunner)", " ".join(rest)):
-        return list(rest)  # another runner: none of the DirectRunner defaults apply
-    given = {r.split("=")[0] for r in rest if r.startswith("--")}
-    return [*(d for d in DEFAULT_PIPELINE_ARGS if d.split("=")[0] not in given), *rest]
-
-
 
     if not args.no_config:
         from bigkeras.serving.config import write_model_config

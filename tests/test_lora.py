@@ -12,7 +12,7 @@ from bigkeras import checkpoints
 from bigkeras.checkpoints import CheckpointError
 from bigkeras.models.bert import BertBackbone, bert_backbone, bert_classifier
 from bigkeras.models.gpt import gpt
-from bigkeras.serving import export_saved_model, preprocessed_text_signatures, verify
+from bigkeras.serving import export_saved_model, preprocessed_text_signatures, publish_saved_model
 from bigkeras.serving.deploy import deployable
 from bigkeras.training import TrainConfig, train
 
@@ -126,10 +126,10 @@ def test_merged_and_int8_exports_verify_without_keras(lora_run, tmp_path):
     def signatures(model):
         return preprocessed_text_signatures(model, preprocess, class_names=["no", "yes"], examples=examples)
 
-    merged = export_saved_model(result.model, "lora", base_dir=tmp_path, signatures=signatures)
-    int8 = export_saved_model(result.model, "lora", base_dir=tmp_path, signatures=signatures, quantize="int8")
-    for path in (merged, int8):
-        report = verify(path)
+    published = [publish_saved_model(result.model, "lora", base_dir=tmp_path, signatures=signatures, quantize=q)
+                 for q in (None, "int8")]  # each verified without Keras before it was published
+    merged, int8 = (p.path for p in published)
+    for path, report in ((p.path, p.report) for p in published):
         assert set(report.signatures) == {"serving_default"}
         names = tf.train.list_variables(str(path / "variables" / "variables"))
         assert not any("lora" in name for name, _ in names)

@@ -270,7 +270,6 @@ def test_translate_export_with_sentencepiece_in_the_graph_decodes_like_generate(
     from bigkeras.serving import export_saved_model
     from bigkeras.serving.compatibility import RELEASE_NAMES, load_report
     from bigkeras.serving.seq2seq import translate_signatures
-    from bigkeras.serving.verify import verify
 
     tokenizer = sentencepiece_tokenizer(SOURCES * 20, vocabulary_size=64)
     assert [tokenizer.id_to_token(i) for i in range(3)] == ["<pad>", "</s>", "<unk>"]  # T5's ids
@@ -290,8 +289,7 @@ def test_translate_export_with_sentencepiece_in_the_graph_decodes_like_generate(
     pieces = tf.ragged.constant([[t for t in row if t] for row in want.tolist()], dtype=tf.int32)
     np.testing.assert_array_equal(out["translation"].numpy().astype(str), np.asarray(tokenizer.detokenize(pieces)))
 
-    export = export_saved_model(model, "t5_translate", base_dir=tmp_path, signatures=signatures)
-    verify(export)  # a fresh interpreter without Keras; TF Text's kernels loaded
+    export = export_saved_model(model, "t5_translate", base_dir=tmp_path, signatures=signatures)  # verified first
     report = load_report(export)
     assert "SentencepieceTokenizeOp" in report["ops"]["tf_text"]
     assert report["loads_on"] == list(RELEASE_NAMES)  # TF Serving 2.14 to 2.21 link the SentencePiece ops
