@@ -5,7 +5,9 @@ Each row copies a small, valid checkpoint this module writes (a Hugging Face BER
 T5 directory, a keras-hub preset, a LoRA adapter file, an ``.h5`` file), breaks one thing in
 the copy, loads it and matches the error. The rows marked ``huge`` claim a model of gigabytes
 in a config of a few bytes; a child process runs them and reports its peak RSS
-(``resource.getrusage``), which must stay under ``MEMORY_BOUND``.
+(``resource.getrusage``) before and after them: the rows may add at most ``ROW_GROWTH_BOUND``.
+(The child's resident set after importing TensorFlow and Keras, about 1.05 GiB, varies by
+machine and is not what is under test.)
 
     python tests/test_checkpoints_malformed.py BASES_DIR   # the child: huge rows, prints JSON
 """
@@ -30,7 +32,6 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-MEMORY_BOUND = 1 << 30  # 1 GiB of peak RSS for the child that loads every huge row
 ROW_GROWTH_BOUND = 128 << 20  # what the huge rows may add to the child's RSS after its imports
 
 
@@ -383,8 +384,7 @@ def test_huge_configs_stay_under_the_memory_bound(bases, tmp_path):
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert sorted(report["errors"]) == sorted(huge)
     assert all(error == "CheckpointError" for error in report["errors"].values()), report["errors"]
-    assert report["peak_rss_bytes"] < MEMORY_BOUND, report
-    # And the rows themselves allocate next to nothing beyond TensorFlow, Keras and one tiny model.
+    # The rows allocate next to nothing: a model of gigabytes is refused before it is built.
     assert report["peak_rss_bytes"] - report["baseline_rss_bytes"] < ROW_GROWTH_BOUND, report
     print(f"huge rows: peak RSS {report['peak_rss_bytes'] / 2**20:.0f} MiB "
           f"(after imports {report['baseline_rss_bytes'] / 2**20:.0f} MiB)")

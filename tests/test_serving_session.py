@@ -237,11 +237,17 @@ def test_hostile_requests_get_an_error_or_a_correct_answer_and_the_server_goes_o
     by_path = {str(path): sigs for path, sigs in signature_kinds.values()}
     for case, path, signature, inputs, expect in cases:
         result = results[case]
+        outcome = "answer" if "ok" in result else f"{result['error'][0]}: {result['error'][1].splitlines()[0][:120]}"
+        print(f"{case}: {result['seconds']:.2f} s, {outcome}")  # the README's table: pytest -s -k hostile
         assert result["seconds"] < 20, (case, result["seconds"])
         if expect == "error":
             assert "error" in result and result["error"][0] == "InvalidArgumentError", (case, result)
             if "over" in case or "MB string" in case:
                 assert "request bound" in result["error"][1], (case, result)  # the message names the bound
+            if "wrong rank" in case:
+                assert "is not compatible with expected shape" in result["error"][1], (case, result)
+            if "max_new_tokens" in case:
+                assert "max_new_tokens must be" in result["error"][1], (case, result)
         if expect == "answer":
             assert "ok" in result, (case, result)
         if "ok" in result:  # an answer must be the Keras model's answer
@@ -274,6 +280,10 @@ def bomb_cases(kinds):
          {"images": np.zeros((20000, h, w, c), np.float32)}, "rows"),
         ("64 MB string", "text", "serving_default", {"text": strings(b"a dog ran")},
          {"text": strings(words(64 * 2**20))}, "bytes"),
+        ("64 MB prompt", "generate", "generate", {"prompt": strings(b"hi"), "max_new_tokens": np.array(3, np.int32)},
+         {"prompt": strings(words(64 * 2**20)), "max_new_tokens": np.array(3, np.int32)}, "bytes"),
+        ("64 MB source", "translate", "translate", {"source": strings(b"4 mars 1998")},
+         {"source": strings(words(64 * 2**20))}, "bytes"),
         (f"{many} prompts, longest completion", "generate", "generate",
          {"prompt": strings(b"hi"), "max_new_tokens": np.array(3, np.int32)},
          {"prompt": strings(*[b"hi there"] * many), "max_new_tokens": np.array(max_length - 1, np.int32)}, "rows"),
@@ -308,3 +318,5 @@ def test_bombs_are_refused_naming_the_bound_before_memory_grows(signature_kinds,
         assert result["peak_growth_bytes"] < 0.5 * 2**30, (name, result["peak_growth_bytes"] / 2**20)
         assert result["seconds"] < 10, (name, result["seconds"])
         assert "ok" in result["first good"] and "ok" in result["then good"], (name, result)
+        print(f"{name}: refused in {result['seconds']:.2f} s, peak memory "
+              f"+{result['peak_growth_bytes'] / 2**20:.0f} MiB: {message.splitlines()[0][:160]}")

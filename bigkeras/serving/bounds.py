@@ -151,6 +151,7 @@ def check_request(inputs: Mapping, specs: Mapping, bounds: RequestBounds) -> dic
     import tensorflow as tf
 
     conditions = []
+    inputs = {name: tf.ensure_shape(value, specs[name].shape) for name, value in inputs.items()}  # rank first
     for name, value in inputs.items():
         if specs[name].shape.rank:
             rows = tf.shape(value, out_type=tf.int64)[0]

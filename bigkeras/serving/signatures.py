@@ -338,8 +338,10 @@ def gpt_signatures(
     def generate(prompt, max_new_tokens):
         prompt = tf.ensure_shape(prompt, prompt_spec.shape)
         max_new_tokens = tf.ensure_shape(max_new_tokens, count_spec.shape)
-        tf.debugging.assert_greater(max_new_tokens, 0, message="max_new_tokens must be at least 1")
-        tf.debugging.assert_less(max_new_tokens, max_length, message=f"max_new_tokens must be below {max_length}")
+        with tf.control_dependencies([  # before any op uses it: 2**31-1 would overflow max_length - it
+                tf.debugging.assert_greater(max_new_tokens, 0, message="max_new_tokens must be at least 1"),
+                tf.debugging.assert_less(max_new_tokens, max_length, message=f"max_new_tokens must be below {max_length}")]):
+            max_new_tokens = tf.identity(max_new_tokens)
         with tf.control_dependencies([check_kv_cache(tf.shape(prompt)[0], bounds)]):  # before tokenizing
             prompt = tf.identity(prompt)
         width = max_length - max_new_tokens
