@@ -432,7 +432,11 @@ def _inspect(args, rest):
     path = pathlib.Path(args.path)
     if not (path / "saved_model.pb").is_file():
         raise SystemExit(f"bigkeras inspect: {path} is not a SavedModel directory (no saved_model.pb).")
-    saved = saved_model_pb2.SavedModel.FromString((path / "saved_model.pb").read_bytes())
+    try:
+        saved = saved_model_pb2.SavedModel.FromString((path / "saved_model.pb").read_bytes())
+    except Exception as err:  # noqa: BLE001 - protobuf's DecodeError and its kin
+        raise SystemExit(f"bigkeras inspect: {path / 'saved_model.pb'} is not a SavedModel protocol buffer "
+                         f"(corrupt or another file): {err}") from None
     for meta in saved.meta_graphs:  # the SignatureDefs TF Serving reads, as saved_model_cli shows them
         for name, signature in sorted(meta.signature_def.items()):
             if name == "__saved_model_init_op":

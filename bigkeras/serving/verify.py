@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 import tempfile
@@ -23,6 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 
 CHILD = pathlib.Path(__file__).with_name("verify_child.py")
+# TensorFlow's own start-up lines (absl/glog: "I0000 00:00:...", "WARNING: All log messages ..."), not the error.
+_TF_LOG_LINE = re.compile(r"^([IWE]\d{4} \d\d:\d\d:|WARNING: All log messages before absl)")
 
 
 class VerificationError(RuntimeError):
@@ -105,7 +108,10 @@ def verify(
         except subprocess.TimeoutExpired as err:
             raise VerificationError(f"verifying {path} took more than {timeout} s.") from err
     if proc.returncode != 0:
-        raise VerificationError(f"the verify process for {path} exited with {proc.returncode}:\n{proc.stderr[-3000:]}")
+        lines = [line for line in proc.stderr.splitlines() if line.strip() and not _TF_LOG_LINE.match(line)]
+        error = VerificationError(f"verifying {path} failed: {lines[-1] if lines else f'exit status {proc.returncode}'}")
+        error.add_note("the verify process's output:\n" + "\n".join(lines)[-3000:])  # shown with the traceback
+        raise error
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     problems = report["errors"] + report["mismatches"]
     if problems:
