@@ -125,6 +125,12 @@ def _numpy(outputs):
 ROOT = Path(__file__).resolve().parent.parent
 
 
+# Smoke exports take at most 8 rows per request, so their warmup (a request per bucket: 1, 2, 4,
+# 8 rows) and its replay by verify stay small; the default bounds (up to 256 rows) are tested on
+# small exports in test_serving_session.py.
+SMOKE_EXPORT_FLAGS = ("--max-batch-size", "8")
+
+
 def run_recipes_smoke(tmp: Path, names, *, via_cli: str, extra_flags=None, timeout: int = 600):
     """Run each recipe with ``--smoke`` in a subprocess, two at a time, into ``tmp``.
 
@@ -139,7 +145,7 @@ def run_recipes_smoke(tmp: Path, names, *, via_cli: str, extra_flags=None, timeo
 
     def run(name):
         run_dir = tmp / "runs" / name
-        flags = ["--smoke", "--run-dir", str(run_dir), "--export-dir", str(export_dir),
+        flags = ["--smoke", "--run-dir", str(run_dir), "--export-dir", str(export_dir), *SMOKE_EXPORT_FLAGS,
                  *(extra_flags or {}).get(name, [])]
         script = ["-m", "bigkeras.cli", "train", name] if name == via_cli else [str(ROOT / "recipes" / f"{name}.py")]
         start = time.perf_counter()

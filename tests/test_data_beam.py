@@ -23,7 +23,7 @@ import pytest
 from bigkeras import bits, data
 from bigkeras.data import beam
 from bigkeras.data.base import DataFileError
-from tests.helpers import ROOT
+from tests.helpers import ROOT, SMOKE_EXPORT_FLAGS
 
 TWO_WORKERS = ["--runner=DirectRunner", "--direct_running_mode=multi_processing", "--direct_num_workers=2"]
 # Beam worker processes and recipe runs: one unit with the other process-starting tests (tests/conftest.py).
@@ -301,7 +301,7 @@ def test_reviews_on_beam_equal_the_recipe_preparation_as_a_set(reviews_prepared)
 
 def run_recipe(name: str, tmp: Path, *flags) -> dict:
     command = [sys.executable, str(ROOT / "recipes" / f"{name}.py"), "--smoke", "--run-dir", str(tmp / "run"),
-               "--export-dir", str(tmp / "export"), *flags]
+               "--export-dir", str(tmp / "export"), *SMOKE_EXPORT_FLAGS, *flags]
     proc = subprocess.run(command, capture_output=True, text=True, env=ENV, timeout=900, cwd=tmp)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     return json.loads((tmp / "run" / "results.json").read_text())

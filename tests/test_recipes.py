@@ -51,6 +51,7 @@ def test_recipe_smoke_run_trains_records_exports_and_verifies(smoke_runs, name):
     from tensorflow.core.protobuf import saved_model_pb2
 
     from bigkeras.serving import read_model_config, read_warmup
+    from bigkeras.serving.bounds import load_bounds
 
     run_dir, results, export_dir = passed_smoke_run(smoke_runs, name)
     assert set(results) - {"details"} == RESULT_KEYS
@@ -73,7 +74,10 @@ def test_recipe_smoke_run_trains_records_exports_and_verifies(smoke_runs, name):
         assert set(signatures[signature].inputs) == inputs
         expected = {"embedding"} if signature == "embed" else {"logits", "probabilities", "class_id", "class_name"}
         assert expected <= set(signatures[signature].outputs)
-    assert {log.predict_log.request.model_spec.signature_name for log in read_warmup(export)} == set(RECIPES[name])
+    warmup = read_warmup(export)
+    assert {log.predict_log.request.model_spec.signature_name for log in warmup} == set(RECIPES[name])
+    assert len(warmup) == 4 * len(RECIPES[name])  # --max-batch-size 8: buckets of 1, 2, 4 and 8 rows
+    assert {b["max_rows"] for b in load_bounds(export).values()} == {8}
 
     served = {c.name for c in read_model_config(export_dir / "models.config").model_config_list.config}
     assert name in served
