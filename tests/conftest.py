@@ -146,3 +146,13 @@ def minilm_tokenizer(minilm_dir):
     from bigkeras import checkpoints
 
     return checkpoints.load_tokenizer(minilm_dir)
+
+
+@pytest.fixture(scope="session")
+def reviews_prepared(tmp_path_factory):
+    """The reviews splits prepared on Beam with 2 worker processes (``helpers.prepare_reviews_on_beam``):
+    tests/test_data_beam.py compares them with the recipe's own preparation, and
+    tests/test_recipes.py trains reviews_minilm from them."""
+    from tests.helpers import prepare_reviews_on_beam
+
+    return prepare_reviews_on_beam(tmp_path_factory.mktemp("reviews"))

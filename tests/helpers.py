@@ -7,6 +7,7 @@ the ``.keras`` file and compares outputs, and round-trips the JSON config.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -129,6 +130,38 @@ ROOT = Path(__file__).resolve().parent.parent
 # 8 rows) and its replay by verify stay small; the default bounds (up to 256 rows) are tested on
 # small exports in test_serving_session.py.
 SMOKE_EXPORT_FLAGS = ("--max-batch-size", "8")
+TWO_WORKERS = ["--runner=DirectRunner", "--direct_running_mode=multi_processing", "--direct_num_workers=2"]
+
+
+def write_tsv(path: Path, header, rows) -> Path:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f, delimiter="\t")
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+def prepare_reviews_on_beam(tmp: Path):
+    """The splits reviews_minilm trains on, written as TSV and prepared on Beam (2 processes).
+
+    Returns:
+        ``(the recipe's reviews Data, the Beam manifest, the prepared folder)``.
+    """
+    import functools
+
+    from bigkeras import checkpoints, recipe
+    from bigkeras.data import beam
+
+    args = recipe.parse_args("Doc.", name="r", data="rotten_tomatoes", epochs=1, batch_size=8, argv=[])
+    reviews = recipe.load_data(args)
+    for key in ("train", "validation", "test"):
+        rows = [[reviews.class_names[y], x] for x, y in zip(reviews[key].x, reviews[key].y)]
+        write_tsv(tmp / f"{key}.tsv", ["label", "text"], rows)
+    config = beam.PrepareConfig(
+        output=str(tmp / "prepared"), splits={k: [str(tmp / f"{k}.tsv")] for k in ("train", "validation", "test")},
+        format="tsv", task="bert", num_shards=4, classes=reviews.class_names, sequence_length=64,
+        tokenizer=functools.partial(checkpoints.load_tokenizer, "all-MiniLM-L6-v2"), tokenizer_name="all-MiniLM-L6-v2")
+    return reviews, beam.prepare(config, TWO_WORKERS), tmp / "prepared"
 
 
 def run_recipes_smoke(tmp: Path, names, *, via_cli: str, extra_flags=None, timeout: int = 600):

@@ -23,20 +23,11 @@ import pytest
 from bigkeras import bits, data
 from bigkeras.data import beam
 from bigkeras.data.base import DataFileError
-from tests.helpers import ROOT, SMOKE_EXPORT_FLAGS
+from tests.helpers import ROOT, SMOKE_EXPORT_FLAGS, TWO_WORKERS, write_tsv
 
-TWO_WORKERS = ["--runner=DirectRunner", "--direct_running_mode=multi_processing", "--direct_num_workers=2"]
 # Beam worker processes and recipe runs: one unit with the other process-starting tests (tests/conftest.py).
 pytestmark = pytest.mark.processes
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2"}
-
-
-def write_tsv(path: Path, header, rows) -> Path:
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f, delimiter="\t")
-        writer.writerow(header)
-        writer.writerows(rows)
-    return path
 
 
 def example_set(prefix, keys) -> set:
@@ -267,24 +258,6 @@ def test_workers_read_disjoint_shards_that_cover_the_split_and_settings_are_chec
 # ----------------------------------------------------------------------------- Beam, 2 processes
 
 
-@pytest.fixture(scope="module")
-def reviews_prepared(tmp_path_factory):
-    """The reviews splits reviews_minilm trains on, as raw TSV files, prepared on Beam (2 processes)."""
-    from bigkeras import checkpoints, recipe
-
-    tmp = tmp_path_factory.mktemp("reviews")
-    args = recipe.parse_args("Doc.", name="r", data="rotten_tomatoes", epochs=1, batch_size=8, argv=[])
-    reviews = recipe.load_data(args)
-    for key in ("train", "validation", "test"):
-        rows = [[reviews.class_names[y], x] for x, y in zip(reviews[key].x, reviews[key].y)]
-        write_tsv(tmp / f"{key}.tsv", ["label", "text"], rows)
-    config = beam.PrepareConfig(
-        output=str(tmp / "prepared"), splits={k: [str(tmp / f"{k}.tsv")] for k in ("train", "validation", "test")},
-        format="tsv", task="bert", num_shards=4, classes=reviews.class_names, sequence_length=64,
-        tokenizer=functools.partial(checkpoints.load_tokenizer, "all-MiniLM-L6-v2"), tokenizer_name="all-MiniLM-L6-v2")
-    return reviews, beam.prepare(config, TWO_WORKERS), tmp / "prepared"
-
-
 @pytest.mark.slow
 def test_reviews_on_beam_equal_the_recipe_preparation_as_a_set(reviews_prepared):
     reviews, manifest, path = reviews_prepared
@@ -307,11 +280,7 @@ def run_recipe(name: str, tmp: Path, *flags) -> dict:
     return json.loads((tmp / "run" / "results.json").read_text())
 
 
-@pytest.mark.slow
-def test_reviews_minilm_trains_from_prepared_shards_and_exports(reviews_prepared, tmp_path):
-    _, _, path = reviews_prepared
-    results = run_recipe("reviews_minilm", tmp_path, "--data", f"tfrecords:{path}")
-    assert results["data"] == "prepared" and Path(results["export"], "saved_model.pb").is_file()
+# reviews_minilm trains from these shards in tests/test_recipes.py's smoke runs (one MiniLM run, not two).
 
 
 @pytest.fixture(scope="module")

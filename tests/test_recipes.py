@@ -40,9 +40,14 @@ RESULT_KEYS = {"recipe", "data", "metric", "value", "wall_seconds", "command", "
 
 
 @pytest.fixture(scope="module")
-def smoke_runs(tmp_path_factory):
-    """Run every recipe with --smoke; ``{name: (CompletedProcess, run_dir)}`` plus the export dir."""
-    return run_recipes_smoke(tmp_path_factory.mktemp("recipes"), RECIPES, via_cli=VIA_CLI, extra_flags=EXTRA_FLAGS)
+def smoke_runs(tmp_path_factory, reviews_prepared):
+    """Run every recipe with --smoke; ``{name: (CompletedProcess, run_dir)}`` plus the export dir.
+
+    reviews_minilm trains from the Beam-prepared shards of its splits (``--data tfrecords:``,
+    issue 25's end-to-end check), so the suite fine-tunes MiniLM once, not twice.
+    """
+    flags = {**EXTRA_FLAGS, "reviews_minilm": [*EXTRA_FLAGS["reviews_minilm"], "--data", f"tfrecords:{reviews_prepared[2]}"]}
+    return run_recipes_smoke(tmp_path_factory.mktemp("recipes"), RECIPES, via_cli=VIA_CLI, extra_flags=flags)
 
 
 @pytest.mark.slow
@@ -58,6 +63,7 @@ def test_recipe_smoke_run_trains_records_exports_and_verifies(smoke_runs, name):
     assert results["recipe"] == name and results["metric"] == "test_accuracy"
     assert 0.0 <= results["value"] <= 1.0 and results["wall_seconds"] > 0
     assert f"{name}.py --smoke" in results["command"]
+    assert (results["data"] == "prepared") == (name == "reviews_minilm")  # that one trained from Beam's shards
     for artifact in ("config.json", "history.csv", "curves.png", "last.keras"):
         assert (run_dir / artifact).is_file(), artifact
 
