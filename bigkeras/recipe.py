@@ -73,7 +73,7 @@ def parse_args(
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     add = parser.add_argument
-    add("--epochs", type=int, default=epochs, help="passes over the training data")
+    add("--epochs", type=int, default=None, help=f"passes over the training data (default {epochs}; 1 with --smoke)")
     add("--batch-size", type=int, default=batch_size, help="examples per replica per step")
     add("--learning-rate", type=float, default=learning_rate, help="peak learning rate")
     add("--strategy", default="auto", choices=("auto", "default", "one_device", "mirrored", "multi_worker"),
@@ -90,9 +90,15 @@ def parse_args(
         "for the model; bigkeras inspect prints them)")
     add("--resume", action="store_true", help="continue an interrupted run from its backup in the run dir")
     add("--smoke", action="store_true", help="a few steps on a small slice (tests); still exports and verifies")
+    add("--workers", help="train on several hosts: every worker's HOST:PORT, comma-separated, the same list on "
+        "each (the first is the chief); builds TF_CONFIG")
+    add("--worker-index", type=int, help="this host's place in --workers, from 0 (default: $JOB_COMPLETION_INDEX, "
+        "else $SLURM_PROCID)")
     for flags, kwargs in extra:
         add(*flags, **kwargs)
     args = parser.parse_args(argv)
+    args.epochs_given = args.epochs is not None
+    args.epochs = epochs if args.epochs is None else args.epochs
     for flag in ("epochs", "batch_size", "cpu_replicas", "max_batch_size"):
         if getattr(args, flag) is None:
             continue
@@ -104,11 +110,32 @@ def parse_args(
     args.run_dir = args.run_dir or os.path.join("runs", name)
     args.command = _command_line(argv)
 
-    # Logical CPU devices must exist before TensorFlow touches its devices (any dataset).
-    from bigkeras.training import configure_cpu_replicas
-
-    configure_cpu_replicas(args.cpu_replicas)
+    try:
+        _join_cluster(args)
+    except ValueError as err:  # cluster_config.ClusterFlagError, TFConfigError: name the flag or variable
+        parser.error(str(err))
     return args
+
+
+def _join_cluster(args: argparse.Namespace) -> None:
+    """Set ``TF_CONFIG`` from ``--workers``/``--worker-index``; on several workers set up the
+    collectives now (before any dataset or op) and say which worker this is, else split the CPU.
+
+    Logical CPU devices and the multi-worker strategy both need an untouched runtime.
+    """
+    from bigkeras.training import cluster_config, configure_cpu_replicas, make_strategy
+    from bigkeras.training.strategy import cluster_size
+
+    if args.workers is not None:
+        os.environ["TF_CONFIG"] = cluster_config.tf_config_for(args.workers, args.worker_index)
+    elif args.worker_index is not None:
+        raise cluster_config.ClusterFlagError("--worker-index needs --workers (every worker's HOST:PORT).")
+    if cluster_size() > 1 and args.strategy in ("auto", "multi_worker"):
+        print(f"{args.name}: {cluster_config.describe_task(cluster_config.tf_config())}", flush=True)
+        make_strategy("multi_worker")
+        print(f"{args.name}: every worker answered; collectives ready", flush=True)
+        return
+    configure_cpu_replicas(args.cpu_replicas)
 
 
 def load_data(args: argparse.Namespace, *, validation: float = VALIDATION_FRACTION):
@@ -277,7 +304,7 @@ def classifier_on(backbone, num_classes: int, *, image_size=None, dropout: float
 def train_config(args: argparse.Namespace, **overrides):
     """The ``TrainConfig`` for ``args``; ``overrides`` set recipe choices (schedule, decay...).
 
-    ``--smoke`` trains one epoch of small batches without TensorBoard.
+    ``--smoke`` trains small batches without TensorBoard, one epoch unless ``--epochs`` is given.
     """
     from bigkeras.training import TrainConfig
 
@@ -295,7 +322,7 @@ def train_config(args: argparse.Namespace, **overrides):
     )
     fields.update(overrides)
     if args.smoke:
-        fields.update(epochs=1, batch_size=min(args.batch_size, SMOKE_BATCH), tensorboard=False,
+        fields.update(epochs=args.epochs if getattr(args, "epochs_given", False) else 1, batch_size=min(args.batch_size, SMOKE_BATCH), tensorboard=False,
                       warmup_steps=0, early_stopping_patience=None)
     return TrainConfig(**fields)
 
