@@ -23,7 +23,7 @@ from bigkeras.training.callbacks import Checkpoints, FaultTolerance, HistoryLog,
 from bigkeras.training.config import TrainConfig
 from bigkeras.training.faults import watch_peers
 from bigkeras.training.lora import enable_lora
-from bigkeras.training.loop import fit_distributed
+from bigkeras.training.loop import fit_distributed, fit_orders_before
 from bigkeras.training.optim import make_optimizer
 
 
@@ -183,7 +183,13 @@ def local_copy(model: keras.Model) -> keras.Model:
     under ``MultiWorkerMirroredStrategy``, while the copy runs as a one-process model.
     """
     with tf.distribute.get_strategy().scope():  # the default strategy: outside train()'s scope here
-        copy = keras.models.model_from_json(model.to_json())
+        try:
+            copy = keras.models.model_from_json(model.to_json())
+        except (TypeError, ValueError) as err:  # a class Keras cannot rebuild from its config
+            warnings.warn(f"The trained model cannot be rebuilt outside the strategy ({err}); train() returns "
+                          "the distributed model: register its custom classes with "
+                          "keras.saving.register_keras_serializable to score and export it.", stacklevel=3)
+            return model
         copy.set_weights(model.get_weights())
         if model.compiled:
             copy.compile_from_config(model.get_compile_config())
@@ -298,6 +304,9 @@ def _fit(model, strategy, config, train_ds, val_ds, steps_per_epoch, initial_epo
             **fit_args,
         )
     else:
+        # A resumed run draws the shuffle orders of the epochs it skips (fit draws its build's itself).
+        for _ in range(fit_orders_before(initial_epoch, config.steps_per_epoch is not None, symbolic_build=False)):
+            iter(train_ds)
         model.fit(train_ds, validation_data=val_ds, steps_per_epoch=config.steps_per_epoch, shuffle=False, **fit_args)
 
 
