@@ -127,6 +127,9 @@ def _join_cluster(args: argparse.Namespace) -> None:
     from bigkeras.training.strategy import cluster_size
 
     if args.workers is not None:
+        if args.strategy not in ("auto", "multi_worker"):
+            raise cluster_config.ClusterFlagError(f"--workers trains with --strategy multi_worker (or auto), "
+                                                  f"not {args.strategy}.")
         os.environ["TF_CONFIG"] = cluster_config.tf_config_for(args.workers, args.worker_index)
     elif args.worker_index is not None:
         raise cluster_config.ClusterFlagError("--worker-index needs --workers (every worker's HOST:PORT).")
@@ -322,8 +325,9 @@ def train_config(args: argparse.Namespace, **overrides):
     )
     fields.update(overrides)
     if args.smoke:
-        fields.update(epochs=args.epochs if getattr(args, "epochs_given", False) else 1, batch_size=min(args.batch_size, SMOKE_BATCH), tensorboard=False,
-                      warmup_steps=0, early_stopping_patience=None)
+        fields.update(epochs=fields["epochs"] if getattr(args, "epochs_given", False) else 1,
+                      batch_size=min(args.batch_size, SMOKE_BATCH), tensorboard=False, warmup_steps=0,
+                      early_stopping_patience=None)
     return TrainConfig(**fields)
 
 
