@@ -8,7 +8,7 @@ process runs single-threaded kernels (``TF_NUM_INTRAOP_THREADS=1``): a convoluti
 otherwise follow the thread count. Float32 throughout (``--mixed-precision off``): bfloat16
 rounding turns the all-reduce's summation order into visible differences in a smoke run.
 Tolerances, from float summation order: held-out accuracy within one example, losses within
-1e-3 relative, the exports' outputs (logits, probabilities) within 1e-4 of their scale (measured: see the
+1e-3 relative, the exports' outputs (logits, probabilities) within 1e-3 of their scale (at least 1) (measured: see the
 report printed with -s).
 """
 
@@ -112,7 +112,7 @@ def two_workers_match_one_process(tmp_path, hosts, cluster, name, flags, timeout
             assert abs(a[key] - b[key]) <= 1e-3 * abs(a[key]), (key, a, b)
     diff = output_difference(export_outputs(tmp_path / "one", name), export_outputs(tmp_path / "two", name))
     print(f"{name}: the exports' serving_default outputs differ by {diff:.3g} of their scale")
-    assert diff <= 1e-4
+    assert diff <= 1e-3
     return cwds
 
 
