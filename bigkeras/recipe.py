@@ -186,6 +186,18 @@ def _load_prepared(args: argparse.Namespace):
     return loaded
 
 
+def own_path(result, path: str | os.PathLike) -> pathlib.Path:
+    """Where this worker writes ``path``: ``path`` itself on the chief (``result.is_chief``); on
+    the other workers of a multi-worker run the same name in a temporary folder, so that they
+    write nothing outside one."""
+    path = pathlib.Path(path)
+    if getattr(result, "is_chief", True):
+        return path
+    import tempfile
+
+    return pathlib.Path(tempfile.mkdtemp(prefix="bigkeras_worker_")) / path.name
+
+
 def select_classes(dataset, classes: Sequence[int]):
     """Keep only ``classes`` in every split of ``dataset``, relabelled ``0..len(classes)-1``."""
     classes = list(classes)
@@ -360,6 +372,9 @@ def finish(
     """
     from bigkeras import data as bkdata
 
+    if not getattr(result, "is_chief", True):  # the chief scores and exports; the others are done
+        return publish(args, result, dataset, metric=f"test_{metric}", value=float("nan"), samples=[],
+                       signatures=signatures, details=details)
     scores = result.model.evaluate(bkdata.batched(test_data, batch_size), return_dict=True, verbose=0)
     if metric not in scores:
         raise ValueError(f"`metric` must be one of the evaluated metrics {sorted(scores)}, got {metric!r}.")
