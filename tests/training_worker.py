@@ -54,6 +54,7 @@ def main():
     parser.add_argument("--steps-per-epoch", type=int)
     parser.add_argument("--optimizer", default="adamw")
     parser.add_argument("--step-delay", type=float, default=0.0)
+    parser.add_argument("--precise-bn", type=int, default=0, help="TrainConfig.precise_bn_batches")
     parser.add_argument("--model-kwargs", default="{}", help="JSON overrides of mlp_tiny (dropout, batch_norm)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
@@ -73,6 +74,7 @@ def main():
         verbose=2,
         seed=0,
         deterministic=True,
+        precise_bn_batches=args.precise_bn,
     )
     extra = [SlowDown(args.step_delay)] if args.step_delay else []
     result = train("mlp_tiny", synthetic_data(), synthetic_data(64, seed=1), config, callbacks=extra,

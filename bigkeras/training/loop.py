@@ -129,11 +129,14 @@ def fit_distributed(
             epoch_logs = {k: float(v) for k, v in logs.items()}
             if dist_val is not None:
                 model.reset_metrics()
+                callbacks.on_test_begin()  # as fit's validation does: PreciseBN re-estimates here
                 for i, batch in enumerate(dist_val):
                     if validation_steps is not None and i >= validation_steps:
                         break
                     test_step(batch)
-                epoch_logs.update({f"val_{k}": float(v) for k, v in model.get_metrics_result().items()})
+                val_logs = {k: float(v) for k, v in model.get_metrics_result().items()}
+                callbacks.on_test_end(val_logs)
+                epoch_logs.update({f"val_{k}": v for k, v in val_logs.items()})
         callbacks.on_epoch_end(epoch, epoch_logs)
         if model.stop_training:
             break
