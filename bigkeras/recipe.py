@@ -64,6 +64,10 @@ def parse_args(
         The parsed ``argparse.Namespace``, with ``name``, ``command`` (the line that
         reproduces the run) and ``start`` (``time.perf_counter()`` at parse time) added.
 
+    ``--workers HOST:PORT,... --worker-index I`` (the index defaults to ``$JOB_COMPLETION_INDEX``,
+    then ``$SLURM_PROCID``) set ``TF_CONFIG``; on several workers the multi-worker strategy is
+    made here, before any data, and each worker prints which one it is.
+
     Example:
         >>> args = parse_args(__doc__, name="mlp", data="fashion_mnist", epochs=5, batch_size=64)
     """
