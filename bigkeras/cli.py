@@ -2,6 +2,8 @@
 
     bigkeras list 'resnet*'
     bigkeras train fashion_mnist_cnn --epochs 3        # runs recipes/fashion_mnist_cnn.py
+    bigkeras train fashion_mnist_cnn --workers h1:2222,h2:2222 --worker-index 0   # one of several hosts
+    bigkeras manifest fashion_mnist_cnn --num-workers 2 --image IMAGE   # a Kubernetes Indexed Job + Service
     bigkeras export model.keras --name cnn             # or a registered name: bigkeras export cnn_tiny
     bigkeras inspect saved_models/cnn/1                # signatures and the TF Serving releases that load it
     bigkeras verify saved_models/cnn/1 --tf-serving 2.19
