@@ -93,7 +93,8 @@ def test_kubernetes_manifest_is_an_indexed_job_and_a_headless_service_of_the_wor
     assert service["spec"]["clusterIP"] == "None" and service["spec"]["publishNotReadyAddresses"] is True
     spec, pod = job["spec"], job["spec"]["template"]["spec"]
     assert (spec["completionMode"], spec["completions"], spec["parallelism"]) == ("Indexed", 3, 3)
-    assert service["spec"]["selector"] == {"job-name": job["metadata"]["name"]} == job["spec"]["template"]["metadata"]["labels"]
+    labels = job["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"] == {"job-name": job["metadata"]["name"]} == labels
     assert pod["subdomain"] == service["metadata"]["name"]
     # Indexed Job pods are named <job>-<index> and resolve as <pod>.<subdomain>: the --workers list.
     hostnames = [f"{job['metadata']['name']}-{i}.{pod['subdomain']}" for i in range(3)]

@@ -120,7 +120,8 @@ def test_batch_norm_dropout_and_precise_bn_on_two_workers_match_two_replicas_in_
                     "--history", str(tmp_path / "one.json"), "--strategy", "mirrored", "--cpu-replicas", "2"],
                    tmp_path, "one")]
     for index in range(2):
-        tf_config = {"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]}, "task": {"type": "worker", "index": index}}
+        tf_config = {"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
+                     "task": {"type": "worker", "index": index}}
         procs.append(start([*common, "--run-dir", str(tmp_path / "run"), "--weights", str(tmp_path / f"w{index}.npz"),
                             "--history", str(tmp_path / f"w{index}.json")],
                            tmp_path, f"worker{index}", {"TF_CONFIG": json.dumps(tf_config)}))
