@@ -102,7 +102,7 @@ def test_kubernetes_manifest_is_an_indexed_job_and_a_headless_service_of_the_wor
     assert command[:3] == ["bigkeras", "train", "fashion_mnist_cnn"] and "--worker-index" not in command
     workers = command[command.index("--workers") + 1].split(",")
     assert workers == [f"{h}:2222" for h in hostnames]
-    assert command[command.index("--workers") + 2:] == ["--epochs", "4", "--run-dir", "/shared/runs/fashion"]
+    assert command[command.index("--workers") + 2:] == ["--epochs", "4", "--run-dir", "/shared/runs/fashion", "--resume"]
     assert pod["containers"][0]["ports"] == [{"containerPort": 2222}] and service["spec"]["ports"][0]["port"] == 2222
     assert pod["volumes"][0]["persistentVolumeClaim"]["claimName"] == "runs"
     assert pod["containers"][0]["volumeMounts"][0]["mountPath"] == "/shared"

@@ -50,7 +50,8 @@ def kubernetes_manifest(
         port: int, the port the workers' collectives listen on.
         job: str, the Job's name (a DNS label); default the recipe name with ``-`` for ``_``.
             The Service is ``<job>-workers``.
-        recipe_args: the recipe's own flags, e.g. ``["--epochs", "4", "--run-dir", "/shared/runs/x"]``.
+        recipe_args: the recipe's own flags, e.g. ``["--epochs", "4", "--run-dir", "/shared/runs/x"]``;
+            ``--resume`` is added when missing.
         claim: str, a PersistentVolumeClaim mounted at ``mount`` in every pod (the run directory
             and exports go there), or None.
         mount: str, where ``claim`` is mounted.
@@ -67,8 +68,10 @@ def kubernetes_manifest(
     if not _NAME.match(job):
         raise ValueError(f"`job` must be a DNS label (lower-case letters, digits, '-', at most 52), got {job!r}.")
     service = f"{job}-workers"
+    # --resume: a pod's rerun after a failure continues from the backup (a first run starts fresh).
+    resume = [] if "--resume" in recipe_args else ["--resume"]
     command = ["bigkeras", "train", recipe, "--workers", ",".join(worker_addresses(job, service, workers, port)),
-               *recipe_args]  # fmt: skip
+               *recipe_args, *resume]  # fmt: skip
     q = json.dumps  # a JSON string is a YAML scalar: quoting without a YAML library
     volume_mounts = volumes = ""
     if claim:
