@@ -2,6 +2,8 @@
 
     bigkeras list 'resnet*'
     bigkeras train fashion_mnist_cnn --epochs 3        # runs recipes/fashion_mnist_cnn.py
+    bigkeras train fashion_mnist_cnn --workers h1:2222,h2:2222 --worker-index 0   # one of several hosts
+    bigkeras manifest fashion_mnist_cnn --num-workers 2 --image IMAGE   # a Kubernetes Indexed Job + Service
     bigkeras export model.keras --name cnn             # or a registered name: bigkeras export cnn_tiny
     bigkeras inspect saved_models/cnn/1                # signatures and the TF Serving releases that load it
     bigkeras verify saved_models/cnn/1 --tf-serving 2.19
@@ -133,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         parser = _parser()
         args, rest = parser.parse_known_args(argv)
-        if rest and args.command not in ("train", "prepare"):  # prepare: the rest are Beam pipeline options
+        if rest and args.command not in ("train", "prepare", "manifest"):  # prepare: Beam options; else the recipe's
             parser.error(f"unrecognized arguments: {' '.join(rest)}")
         if args.command is None:
             parser.print_help()
@@ -178,7 +180,7 @@ def _check_inputs(args) -> None:
 
 def _command_name(argv: list[str]) -> str | None:
     """The command ``argv`` names (``export``...), for the error prefix; None if none."""
-    commands = ("list", "train", "export", "inspect", "verify", "predict", "serving-command", "prepare")
+    commands = ("list", "train", "export", "inspect", "verify", "predict", "serving-command", "prepare", "manifest")
     return argv[0] if argv and argv[0] in commands else None
 
 
@@ -292,6 +294,18 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-threads", type=int, help="threads that run batches (default: this machine's CPU count)")
     p.set_defaults(run=_serving_command)
 
+    p = sub.add_parser("manifest", help="write a Kubernetes Indexed Job + headless Service that runs "
+                       "`bigkeras train NAME` on several pods (the remaining arguments go to the recipe)")
+    p.add_argument("name", help="recipe name, e.g. fashion_mnist_cnn")
+    p.add_argument("--num-workers", type=int, required=True, help="pods; pod 0 is the chief")
+    p.add_argument("--image", required=True, help="a container image with bigkeras installed")
+    p.add_argument("--port", type=int, default=2222, help="the workers' collective port")
+    p.add_argument("--job", help="the Job's name (default: the recipe's, with '-')")
+    p.add_argument("--claim", help="a ReadWriteMany PersistentVolumeClaim for the run directory and exports")
+    p.add_argument("--mount", default="/shared", help="where --claim is mounted")
+    p.add_argument("--output", help="write the YAML here (default: print it)")
+    p.set_defaults(run=_manifest)
+
     _prepare_parser(sub)
     return parser
 
@@ -393,6 +407,25 @@ def _train(args, rest):
         raise SystemExit(f"bigkeras train: no recipe {args.name!r} in {RECIPES}; known recipes: {known}.")
     sys.argv = [str(path), *rest]
     runpy.run_path(str(path), run_name="__main__")
+
+
+def _manifest(args, rest):
+    from bigkeras.training.manifest import kubernetes_manifest
+
+    if not (RECIPES / f"{args.name}.py").is_file():
+        known = ", ".join(sorted(p.stem for p in RECIPES.glob("*.py"))) or "none yet"
+        raise SystemExit(f"bigkeras manifest: no recipe {args.name!r} in {RECIPES}; known recipes: {known}.")
+    if any(a == "--workers" or a.startswith(("--workers=", "--worker-index")) for a in rest):
+        raise CommandLineError("--workers and --worker-index come from the manifest (--num-workers; each pod's "
+                               "JOB_COMPLETION_INDEX); leave them out.")
+    rest = rest[1:] if rest[:1] == ["--"] else rest
+    text = kubernetes_manifest(args.name, workers=args.num_workers, image=args.image, port=args.port, job=args.job,
+                               recipe_args=rest, claim=args.claim, mount=args.mount)
+    if args.output:
+        pathlib.Path(args.output).write_text(text)
+        print(f"wrote {args.output}: kubectl apply -f {args.output}")
+    else:
+        print(text, end="")
 
 
 def _export(args, rest):

@@ -64,6 +64,10 @@ def parse_args(
         The parsed ``argparse.Namespace``, with ``name``, ``command`` (the line that
         reproduces the run) and ``start`` (``time.perf_counter()`` at parse time) added.
 
+    ``--workers HOST:PORT,... --worker-index I`` (the index defaults to ``$JOB_COMPLETION_INDEX``,
+    then ``$SLURM_PROCID``) set ``TF_CONFIG``; on several workers the multi-worker strategy is
+    made here, before any data, and each worker prints which one it is.
+
     Example:
         >>> args = parse_args(__doc__, name="mlp", data="fashion_mnist", epochs=5, batch_size=64)
     """
@@ -73,7 +77,7 @@ def parse_args(
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     add = parser.add_argument
-    add("--epochs", type=int, default=epochs, help="passes over the training data")
+    add("--epochs", type=int, default=None, help=f"passes over the training data (default {epochs}; 1 with --smoke)")
     add("--batch-size", type=int, default=batch_size, help="examples per replica per step")
     add("--learning-rate", type=float, default=learning_rate, help="peak learning rate")
     add("--strategy", default="auto", choices=("auto", "default", "one_device", "mirrored", "multi_worker"),
@@ -90,9 +94,15 @@ def parse_args(
         "for the model; bigkeras inspect prints them)")
     add("--resume", action="store_true", help="continue an interrupted run from its backup in the run dir")
     add("--smoke", action="store_true", help="a few steps on a small slice (tests); still exports and verifies")
+    add("--workers", help="train on several hosts: every worker's HOST:PORT, comma-separated, the same list on "
+        "each (the first is the chief); builds TF_CONFIG")
+    add("--worker-index", type=int, help="this host's place in --workers, from 0 (default: $JOB_COMPLETION_INDEX, "
+        "else $SLURM_PROCID)")
     for flags, kwargs in extra:
         add(*flags, **kwargs)
     args = parser.parse_args(argv)
+    args.epochs_given = args.epochs is not None
+    args.epochs = epochs if args.epochs is None else args.epochs
     for flag in ("epochs", "batch_size", "cpu_replicas", "max_batch_size"):
         if getattr(args, flag) is None:
             continue
@@ -104,11 +114,35 @@ def parse_args(
     args.run_dir = args.run_dir or os.path.join("runs", name)
     args.command = _command_line(argv)
 
-    # Logical CPU devices must exist before TensorFlow touches its devices (any dataset).
-    from bigkeras.training import configure_cpu_replicas
-
-    configure_cpu_replicas(args.cpu_replicas)
+    try:
+        _join_cluster(args)
+    except ValueError as err:  # cluster_config.ClusterFlagError, TFConfigError: name the flag or variable
+        parser.error(str(err))
     return args
+
+
+def _join_cluster(args: argparse.Namespace) -> None:
+    """Set ``TF_CONFIG`` from ``--workers``/``--worker-index``; on several workers set up the
+    collectives now (before any dataset or op) and say which worker this is, else split the CPU.
+
+    Logical CPU devices and the multi-worker strategy both need an untouched runtime.
+    """
+    from bigkeras.training import cluster_config, configure_cpu_replicas, make_strategy
+    from bigkeras.training.strategy import cluster_size
+
+    if args.workers is not None:
+        if args.strategy not in ("auto", "multi_worker"):
+            raise cluster_config.ClusterFlagError(f"--workers trains with --strategy multi_worker (or auto), "
+                                                  f"not {args.strategy}.")
+        os.environ["TF_CONFIG"] = cluster_config.tf_config_for(args.workers, args.worker_index)
+    elif args.worker_index is not None:
+        raise cluster_config.ClusterFlagError("--worker-index needs --workers (every worker's HOST:PORT).")
+    if cluster_size() > 1 and args.strategy in ("auto", "multi_worker"):
+        print(f"{args.name}: {cluster_config.describe_task(cluster_config.tf_config())}", flush=True)
+        make_strategy("multi_worker")
+        print(f"{args.name}: every worker answered; collectives ready", flush=True)
+        return
+    configure_cpu_replicas(args.cpu_replicas)
 
 
 def load_data(args: argparse.Namespace, *, validation: float = VALIDATION_FRACTION):
@@ -154,6 +188,18 @@ def _load_prepared(args: argparse.Namespace):
         loaded = loaded.limited(SMOKE_SIZES)
     print(loaded.summary(), flush=True)
     return loaded
+
+
+def own_path(result, path: str | os.PathLike) -> pathlib.Path:
+    """Where this worker writes ``path``: ``path`` itself on the chief (``result.is_chief``); on
+    the other workers of a multi-worker run the same name in a temporary folder, so that they
+    write nothing outside one."""
+    path = pathlib.Path(path)
+    if getattr(result, "is_chief", True):
+        return path
+    import tempfile
+
+    return pathlib.Path(tempfile.mkdtemp(prefix="bigkeras_worker_")) / path.name
 
 
 def select_classes(dataset, classes: Sequence[int]):
@@ -277,7 +323,7 @@ def classifier_on(backbone, num_classes: int, *, image_size=None, dropout: float
 def train_config(args: argparse.Namespace, **overrides):
     """The ``TrainConfig`` for ``args``; ``overrides`` set recipe choices (schedule, decay...).
 
-    ``--smoke`` trains one epoch of small batches without TensorBoard.
+    ``--smoke`` trains small batches without TensorBoard, one epoch unless ``--epochs`` is given.
     """
     from bigkeras.training import TrainConfig
 
@@ -295,8 +341,9 @@ def train_config(args: argparse.Namespace, **overrides):
     )
     fields.update(overrides)
     if args.smoke:
-        fields.update(epochs=1, batch_size=min(args.batch_size, SMOKE_BATCH), tensorboard=False,
-                      warmup_steps=0, early_stopping_patience=None)
+        fields.update(epochs=fields["epochs"] if getattr(args, "epochs_given", False) else 1,
+                      batch_size=min(args.batch_size, SMOKE_BATCH), tensorboard=False, warmup_steps=0,
+                      early_stopping_patience=None)
     return TrainConfig(**fields)
 
 
@@ -329,6 +376,9 @@ def finish(
     """
     from bigkeras import data as bkdata
 
+    if not getattr(result, "is_chief", True):  # the chief scores and exports; the others are done
+        return publish(args, result, dataset, metric=f"test_{metric}", value=float("nan"), samples=[],
+                       signatures=signatures, details=details)
     scores = result.model.evaluate(bkdata.batched(test_data, batch_size), return_dict=True, verbose=0)
     if metric not in scores:
         raise ValueError(f"`metric` must be one of the evaluated metrics {sorted(scores)}, got {metric!r}.")

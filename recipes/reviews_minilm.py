@@ -86,7 +86,7 @@ config = recipe.train_config(args, schedule="cosine", warmup_steps=50, weight_de
                              lora_targets=tuple(args.lora_targets.split(",")))
 result = train(model, splits["train"], splits["validation"], config)
 if args.lora_rank:
-    adapters = checkpoints.save_adapters(result.model, f"{args.run_dir}/adapters.safetensors")
+    adapters = checkpoints.save_adapters(result.model, recipe.own_path(result, f"{args.run_dir}/adapters.safetensors"))
     print(f"adapters: {adapters} ({adapters.stat().st_size / 1024:.0f} KB)", flush=True)
 
 # Export: raw text in; the classifier and the sentence embedding (LoRA merged, int8 if asked)

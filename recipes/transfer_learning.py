@@ -62,7 +62,7 @@ else:
                      recipe.train_config(args, run_dir=os.path.join(args.run_dir, "pretrain"), schedule="cosine"),
                      model_kwargs={"input_shape": (28, 28, 1), "num_classes": source.num_classes})
     backbone = keras.Model(pretrain.model.inputs, pretrain.model.get_layer("cnn_fc1").output, name="backbone")
-    backbone_path = os.path.join(args.run_dir, "pretrain", "backbone.keras")
+    backbone_path = recipe.own_path(pretrain, os.path.join(args.run_dir, "pretrain", "backbone.keras"))
     backbone.save(backbone_path)
 height, width, channels = backbone.input_shape[1:]  # None for variable-size backbones
 shape = (height or args.image_size, width or args.image_size, channels)

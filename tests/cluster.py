@@ -68,8 +68,8 @@ class Cluster:
             proc.wait(timeout=30)
         return False
 
-    def start(self, name: str, cmd: list[str], config: str | None = None, env=None) -> subprocess.Popen:
-        """Start ``cmd`` with ``TF_CONFIG=config`` and a private ``TMPDIR``."""
+    def start(self, name: str, cmd: list[str], config: str | None = None, env=None, cwd=ROOT) -> subprocess.Popen:
+        """Start ``cmd`` in ``cwd`` with ``TF_CONFIG=config`` and a private ``TMPDIR``."""
         scratch = self.directory / f"tmp-{name}"
         scratch.mkdir(parents=True, exist_ok=True)
         full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "TMPDIR": str(scratch), **(env or {})}
@@ -77,7 +77,7 @@ class Cluster:
         if config is not None:
             full_env["TF_CONFIG"] = config
         with open(self.log_path(name), "w") as log:
-            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=full_env, cwd=ROOT)
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=full_env, cwd=cwd)
         self.procs[proc] = name
         return proc
 

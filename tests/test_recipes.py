@@ -125,7 +125,10 @@ def test_train_config_from_args_and_smoke_overrides():
     assert config.run_dir == "r" and config.resume is False
     smoke = recipe.train_config(recipe.parse_args("Doc.", name="demo", data="digits", epochs=3, batch_size=256,
                                                   argv=argv + ["--smoke"]), warmup_steps=100)
-    assert (smoke.epochs, smoke.batch_size, smoke.warmup_steps, smoke.tensorboard) == (1, recipe.SMOKE_BATCH, 0, False)
+    assert (smoke.epochs, smoke.batch_size, smoke.warmup_steps, smoke.tensorboard) == (7, recipe.SMOKE_BATCH, 0, False)
+    smoke = recipe.train_config(recipe.parse_args("Doc.", name="demo", data="digits", epochs=3, batch_size=256,
+                                                  argv=["--smoke"]))  # one epoch unless --epochs says otherwise
+    assert smoke.epochs == 1
 
 
 def test_load_data_carves_validation_and_smoke_slices():

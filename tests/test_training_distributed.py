@@ -105,3 +105,31 @@ def test_two_worker_processes_train_together_and_only_the_chief_writes(tmp_path)
     assert not Path(found[0]).exists()
     assert "not the chief" not in logs[0]
     assert list((tmp_path / "tmp1").iterdir()) == []
+
+
+@pytest.mark.slow
+@pytest.mark.processes
+def test_batch_norm_dropout_and_precise_bn_on_two_workers_match_two_replicas_in_one_process(tmp_path):
+    """Per-replica batch statistics and dropout masks: the one-process run to match splits each
+    global batch the same way (two replicas of 16). PreciseBN re-estimates before each validation
+    on every worker, so the validation scores (what best.keras is chosen by) match too."""
+    ports = [free_port(), free_port()]
+    common = ["--batch-size", "16", "--epochs", "2", "--precise-bn", "3",
+              "--model-kwargs", json.dumps({"batch_norm": True, "dropout": 0.2})]
+    procs = [start([*common, "--run-dir", str(tmp_path / "one"), "--weights", str(tmp_path / "one.npz"),
+                    "--history", str(tmp_path / "one.json"), "--strategy", "mirrored", "--cpu-replicas", "2"],
+                   tmp_path, "one")]
+    for index in range(2):
+        tf_config = {"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
+                     "task": {"type": "worker", "index": index}}
+        procs.append(start([*common, "--run-dir", str(tmp_path / "run"), "--weights", str(tmp_path / f"w{index}.npz"),
+                            "--history", str(tmp_path / f"w{index}.json")],
+                           tmp_path, f"worker{index}", {"TF_CONFIG": json.dumps(tf_config)}))
+    for proc, name in zip(procs, ["one", "worker0", "worker1"]):
+        finish(proc, tmp_path, name)
+    one, w0, w1 = (load(tmp_path / f"{n}.npz") for n in ("one", "w0", "w1"))
+    assert_same_weights(w0, w1, atol=0)  # PreciseBN gives every worker the same statistics
+    assert_same_weights(one, w0, atol=1e-6)
+    histories = [json.loads((tmp_path / f"{n}.json").read_text()) for n in ("one", "w0")]
+    for key in ("loss", "val_loss", "val_accuracy"):
+        np.testing.assert_allclose(histories[0][key], histories[1][key], rtol=1e-6)

@@ -54,6 +54,8 @@ def main():
     parser.add_argument("--steps-per-epoch", type=int)
     parser.add_argument("--optimizer", default="adamw")
     parser.add_argument("--step-delay", type=float, default=0.0)
+    parser.add_argument("--precise-bn", type=int, default=0, help="TrainConfig.precise_bn_batches")
+    parser.add_argument("--model-kwargs", default="{}", help="JSON overrides of mlp_tiny (dropout, batch_norm)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     # Before the datasets touch the runtime: logical CPUs and collectives configure it.
@@ -72,9 +74,11 @@ def main():
         verbose=2,
         seed=0,
         deterministic=True,
+        precise_bn_batches=args.precise_bn,
     )
     extra = [SlowDown(args.step_delay)] if args.step_delay else []
-    result = train("mlp_tiny", synthetic_data(), synthetic_data(64, seed=1), config, callbacks=extra)
+    result = train("mlp_tiny", synthetic_data(), synthetic_data(64, seed=1), config, callbacks=extra,
+                   model_kwargs=json.loads(args.model_kwargs))
     np.savez(args.weights, *[np.asarray(w) for w in result.model.get_weights()])
     if args.history:
         with open(args.history, "w") as f:

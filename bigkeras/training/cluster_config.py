@@ -201,3 +201,69 @@ def _accept(server: socket.socket, stop: threading.Event) -> None:
             with contextlib.suppress(OSError):
                 while connection.recv(64):
                     pass
+
+
+# The cluster from the command line: `--workers HOST:PORT,HOST:PORT --worker-index I`.
+INDEX_VARIABLES = ("JOB_COMPLETION_INDEX", "SLURM_PROCID")  # Kubernetes Indexed Jobs, Slurm
+
+
+class ClusterFlagError(ValueError):
+    """A bad ``--workers`` / ``--worker-index`` flag or worker-index environment variable."""
+
+
+def parse_workers(workers: str) -> list[str]:
+    """The ``host:port`` list of a ``--workers`` value (comma-separated, at least one, no repeats)."""
+    addresses = [a.strip() for a in str(workers).split(",") if a.strip()]
+    if not addresses:
+        raise ClusterFlagError(f"--workers must list host:port addresses separated by commas, got {workers!r}.")
+    for address in addresses:
+        if split_address(address) is None:
+            raise ClusterFlagError(f"--workers: {address!r} is not a host:port address (port 1-65535).")
+    repeated = sorted({a for a in addresses if addresses.count(a) > 1})
+    if repeated:
+        raise ClusterFlagError(f"--workers lists {', '.join(repeated)} more than once.")
+    return addresses
+
+
+def worker_index(flag: int | None, workers: int, environ=None) -> int:
+    """This worker's index: ``flag``, else ``$JOB_COMPLETION_INDEX``, else ``$SLURM_PROCID``.
+
+    Raises:
+        ClusterFlagError: none is set, or the value is not an integer from 0 to ``workers - 1``
+            (the message names the flag or the variable it came from).
+    """
+    environ = os.environ if environ is None else environ
+    source, raw = "--worker-index", flag
+    if flag is None:
+        found = [(name, environ[name]) for name in INDEX_VARIABLES if environ.get(name, "").strip()]
+        if not found:
+            raise ClusterFlagError(f"--workers needs --worker-index (or {' or '.join(INDEX_VARIABLES)} set by the "
+                                   "scheduler): which of the listed workers this host is, from 0.")
+        source, raw = found[0]
+    try:
+        index = int(str(raw).strip())
+    except ValueError:
+        raise ClusterFlagError(f"{source} must be an integer from 0 to {workers - 1}, got {raw!r}.") from None
+    if not 0 <= index < workers:
+        raise ClusterFlagError(f"{source}={index} is not an index of the {workers} workers in --workers "
+                               f"(0 to {workers - 1}).")
+    return index
+
+
+def tf_config_for(workers: str, index: int | None = None, environ=None) -> str:
+    """The ``TF_CONFIG`` JSON of worker ``index`` (see ``worker_index``) of ``--workers``."""
+    addresses = parse_workers(workers)
+    me = worker_index(index, len(addresses), environ)
+    return json.dumps({"cluster": {"worker": addresses}, "task": {"type": "worker", "index": me}})
+
+
+def describe_task(config: dict | None) -> str:
+    """One line saying which worker of ``config`` this process is (for every worker's log)."""
+    if config is None:
+        return "one process (no TF_CONFIG): this process is the chief"
+    kind, index = config["task"]["type"], config["task"].get("index", 0)
+    size = sum(len(config["cluster"].get(role, [])) for role in TRAINING_ROLES)
+    own = config["cluster"][kind][index]
+    role = "the chief: it writes the run directory and the export" if is_chief_task(config) else (
+        "not the chief: it trains, then writes nothing outside a temporary folder")
+    return f"{kind} {index} of {size} workers ({own}), {role}"

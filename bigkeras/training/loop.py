@@ -24,6 +24,17 @@ import tensorflow as tf
 from bigkeras import private_apis
 
 
+def fit_orders_before(initial_epoch: int, infinite: bool, *, symbolic_build: bool = True) -> int:
+    """How many iterators Keras 3 ``fit`` has drawn over the training data before the epoch
+    ``initial_epoch`` starts (each draws a new order from a dataset shuffled every iteration).
+
+    ``fit`` under a strategy takes one batch to build the model (``symbolic_build``); on a finite
+    dataset it makes one iterator at the start of each epoch and a spare one at its end; an
+    infinite (repeated) one is iterated once for the whole run.
+    """
+    return int(symbolic_build) + (0 if infinite else 2 * initial_epoch)
+
+
 def fit_distributed(
     model: keras.Model,
     train_data: tf.data.Dataset,
@@ -91,6 +102,10 @@ def fit_distributed(
     infinite = train_data.cardinality() == tf.data.INFINITE_CARDINALITY
     dist_train = strategy.experimental_distribute_dataset(train_data)
     dist_val = strategy.experimental_distribute_dataset(val_data) if val_data is not None else None
+    # Every iterator over a shuffled dataset draws its next order: draw them as fit does, so
+    # each epoch reads the examples in the order a one-process fit under a strategy reads them.
+    for _ in range(fit_orders_before(initial_epoch, infinite)):
+        iter(dist_train)
     iterator = iter(dist_train)
 
     model.stop_training = False
@@ -100,6 +115,7 @@ def fit_distributed(
         model.reset_metrics()
         callbacks.on_epoch_begin(epoch)
         if not infinite and epoch > initial_epoch:
+            iter(dist_train)  # fit's spare iterator at the end of each whole epoch
             iterator = iter(dist_train)
         logs = {}
         with collectives():
@@ -113,11 +129,14 @@ def fit_distributed(
             epoch_logs = {k: float(v) for k, v in logs.items()}
             if dist_val is not None:
                 model.reset_metrics()
+                callbacks.on_test_begin()  # as fit's validation does: PreciseBN re-estimates here
                 for i, batch in enumerate(dist_val):
                     if validation_steps is not None and i >= validation_steps:
                         break
                     test_step(batch)
-                epoch_logs.update({f"val_{k}": float(v) for k, v in model.get_metrics_result().items()})
+                val_logs = {k: float(v) for k, v in model.get_metrics_result().items()}
+                callbacks.on_test_end(val_logs)
+                epoch_logs.update({f"val_{k}": v for k, v in val_logs.items()})
         callbacks.on_epoch_end(epoch, epoch_logs)
         if model.stop_training:
             break

@@ -30,6 +30,8 @@ import shutil
 import time
 import uuid
 
+import numpy as np
+
 BACKUP_WEIGHTS = "latest.weights.h5"
 BACKUP_STATE = "training_state.json"  # written last: a backup directory without it is incomplete
 LOCK_FILE = ".lock"
@@ -129,7 +131,8 @@ def write_backup(model, backup_dir: str, *, epoch: int, fingerprint: dict) -> No
     os.makedirs(new)
     try:
         model.save_weights(os.path.join(new, BACKUP_WEIGHTS))
-        state = json.dumps({"epoch": int(epoch), "fingerprint": fingerprint, "written": time.time()})
+        state = json.dumps({"epoch": int(epoch), "fingerprint": fingerprint, "written": time.time(),
+                            "random_state": [v.numpy().tolist() for v in _random_states(model)]})
         write_atomic(os.path.join(new, BACKUP_STATE), state)
         _swap_in(new, backup_dir)
     finally:
@@ -195,7 +198,18 @@ def read_backup(model, backup_dir: str, *, fingerprint: dict, run_dir: str) -> i
     if model.optimizer is not None and not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)
     model.load_weights(os.path.join(state["directory"], BACKUP_WEIGHTS))
+    saved = state.get("random_state")  # absent from backups written before it was kept
+    variables = _random_states(model)
+    if saved is not None and len(saved) == len(variables):
+        for variable, value in zip(variables, saved):
+            variable.assign(np.asarray(value, dtype=variable.dtype))
     return int(state["epoch"])
+
+
+def _random_states(model) -> list:
+    """The states of the model's seed generators (dropout...): ``save_weights`` leaves them out,
+    and a resumed run that restarted them would draw other dropout masks than the run it continues."""
+    return [v for v in model.variables if v.path.endswith("seed_generator_state")]
 
 
 def _start_fresh(run_dir: str) -> str:

@@ -162,6 +162,18 @@ def agree_on_epoch(strategy: tf.distribute.Strategy, epoch: int, backup_dir: str
     return epoch
 
 
+def barrier(strategy: tf.distribute.Strategy) -> None:
+    """Return once every worker of ``strategy`` got here (one small all-reduce)."""
+    if not is_multi_worker(strategy):
+        return
+
+    @tf.function
+    def meet():
+        return strategy.run(lambda: tf.distribute.get_replica_context().all_reduce("sum", tf.constant(1)))
+
+    meet()
+
+
 def is_chief(strategy: tf.distribute.Strategy) -> bool:
     """Whether this process may write the run's outputs (always True on one worker)."""
     if not is_multi_worker(strategy):

@@ -23,7 +23,7 @@ from bigkeras.training.callbacks import Checkpoints, FaultTolerance, HistoryLog,
 from bigkeras.training.config import TrainConfig
 from bigkeras.training.faults import watch_peers
 from bigkeras.training.lora import enable_lora
-from bigkeras.training.loop import fit_distributed
+from bigkeras.training.loop import fit_distributed, fit_orders_before
 from bigkeras.training.optim import make_optimizer
 
 
@@ -37,6 +37,10 @@ class TrainResult:
         run_dir: where the checkpoints, history, curves and logs were written.
         is_chief: whether this process wrote ``run_dir`` (False on the other workers of a
             multi-worker run: they must not write results or exports either).
+
+    On several workers ``model`` is a copy outside the strategy (``local_copy``) with the
+    final weights, the same on every worker: held-out scoring, ``predict`` and the export
+    run on it as in one process.
     """
 
     model: keras.Model
@@ -154,6 +158,12 @@ def _train(model, train_data, val_data, config, model_kwargs, loss, metrics, cal
         )
         val_ds = _pipeline(val_data, global_batch, training=False) if val_data is not None else None
         _fit(keras_model, strategy, config, train_ds, val_ds, steps_per_epoch, initial_epoch, [*harness, *callbacks])
+        if strategies.is_multi_worker(strategy):
+            # Every worker returns once the chief has written its checkpoints, then holds a copy
+            # outside the strategy: scoring, prediction and export run as in one process.
+            with watch_peers(strategy, _backup_dir(config)):
+                strategies.barrier(strategy)
+            keras_model = local_copy(keras_model)
 
     history = history_log.history
     if not all(math.isfinite(v) for v in history.get("loss", [])):
@@ -163,6 +173,27 @@ def _train(model, train_data, val_data, config, model_kwargs, loss, metrics, cal
             stacklevel=2,
         )
     return TrainResult(keras_model, history, Path(config.run_dir), strategies.is_chief(strategy))
+
+
+def local_copy(model: keras.Model) -> keras.Model:
+    """``model`` rebuilt outside any strategy, with its weights and its compile settings.
+
+    After a multi-worker run every worker holds the same weights; Keras 3's ``evaluate`` and
+    ``predict`` (and anything calling the model eagerly) fail or talk to the other workers
+    under ``MultiWorkerMirroredStrategy``, while the copy runs as a one-process model.
+    """
+    with tf.distribute.get_strategy().scope():  # the default strategy: outside train()'s scope here
+        try:
+            copy = keras.models.model_from_json(model.to_json())
+        except (TypeError, ValueError) as err:  # a class Keras cannot rebuild from its config
+            warnings.warn(f"The trained model cannot be rebuilt outside the strategy ({err}); train() returns "
+                          "the distributed model: register its custom classes with "
+                          "keras.saving.register_keras_serializable to score and export it.", stacklevel=3)
+            return model
+        copy.set_weights(model.get_weights())
+        if model.compiled:
+            copy.compile_from_config(model.get_compile_config())
+    return copy
 
 
 def _check_arguments(model, train_data, val_data, config, model_kwargs) -> None:
@@ -273,6 +304,9 @@ def _fit(model, strategy, config, train_ds, val_ds, steps_per_epoch, initial_epo
             **fit_args,
         )
     else:
+        # A resumed run draws the shuffle orders of the epochs it skips (fit draws its build's itself).
+        for _ in range(fit_orders_before(initial_epoch, config.steps_per_epoch is not None, symbolic_build=False)):
+            iter(train_ds)
         model.fit(train_ds, validation_data=val_ds, steps_per_epoch=config.steps_per_epoch, shuffle=False, **fit_args)
 
 
