@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 from tests.cluster import PYTHON, ROOT, Cluster
+from tests.helpers import SMOKE_EXPORT_FLAGS
 from tests.test_training_hosts import hosts  # noqa: F401  (the namespaces fixture)
 
 pytestmark = [pytest.mark.slow, pytest.mark.processes]
@@ -29,7 +30,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.processes]
 BIGKERAS = [PYTHON, "-m", "bigkeras.cli"]  # what the `bigkeras` console script runs
 KILLER = [PYTHON, str(ROOT / "tests" / "recipe_worker.py")]
 ENV = {"PYTHONPATH": str(ROOT), "KERAS_BACKEND": "tensorflow", "TF_NUM_INTRAOP_THREADS": "1", "OMP_NUM_THREADS": "1"}
-FLAGS = ["--smoke", "--mixed-precision", "off", "--resume"]  # --resume: a rerun of the same line continues
+# --resume: a rerun of the same line continues; a warmup of 1 to 8 rows keeps each export and its verify short.
+FLAGS = ["--smoke", "--mixed-precision", "off", "--resume", *SMOKE_EXPORT_FLAGS]
 PORT = 23470  # the namespaces are new: any port is free in them
 
 
