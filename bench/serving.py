@@ -121,7 +121,8 @@ def onnx_models(directory: pathlib.Path, texts_ids: dict, out: pathlib.Path) -> 
     import transformers
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    hf = transformers.BertForSequenceClassification.from_pretrained(str(directory), num_labels=2).eval()
+    hf = transformers.BertForSequenceClassification.from_pretrained(
+        str(directory), num_labels=2, attn_implementation="eager").eval()  # masks traced as data, not constants
     sample = {k: torch.from_numpy(v[:2].astype(np.int64)) for k, v in texts_ids.items()}
     names = list(sample)
     fp32, int8 = out / "minilm.onnx", out / "minilm_int8.onnx"
