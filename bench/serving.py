@@ -14,7 +14,9 @@ fetched by the SignatureDef's tensor names):
   (a random ``GPT2Backbone`` copied into bigkeras' ``gpt`` through the checkpoint tables).
 
 Export kinds: ``float32``, ``int8`` (weight-only int8, the default ``quantize="int8"``),
-``int8_dynamic`` (Keras' int8 layers), and XLA (``jit_compile=True``) float32 and int8.
+``int8_dynamic`` (Keras' int8 layers; MiniLM only: on the untrained GPT its greedy completions
+flip between Keras and the graph, so that export does not verify), and XLA
+(``jit_compile=True``) float32 and int8.
 Contenders are timed in alternating turns (each turn times every contender once per batch
 size), best turn of each, after one untimed call each (XLA compiles that shape then, as the
 warmup file does for a served model). The GPT exports' warmup holds just the two timed
@@ -215,7 +217,8 @@ def bench_gpt(args, base: pathlib.Path):
     ours, theirs, tokenizer = gpt_pair()
     rng = np.random.default_rng(0)
     prompt_ids = rng.integers(300, GPT_SHAPE["vocab_size"], (8, PROMPT)).astype(np.int32)
-    prompts = np.array([tokenizer.detokenize(tf.constant(row)).numpy() for row in prompt_ids], dtype=object)
+    prompts = [tokenizer.detokenize(tf.constant(row)) for row in prompt_ids]  # eager: str (or a tensor)
+    prompts = np.array([p if isinstance(p, str) else p.numpy().decode("utf-8", "replace") for p in prompts], dtype=object)
     requests = {b: {"prompt": prompts[:b], "max_new_tokens": np.array(NEW, np.int32)} for b in (1, 8)}
 
     def signatures(m):
@@ -223,7 +226,10 @@ def bench_gpt(args, base: pathlib.Path):
                               example_max_new_tokens=NEW)
 
     print("\nGPT (bible_gpt shape, random weights shared with keras-hub): exporting", flush=True)
-    paths = export_kinds(ours, "gpt", base, signatures, args.kinds, max_batch_size=8,
+    # Keras' dynamic int8 rounds activations differently in Keras and in the graph, and an untrained
+    # model's near-tied logits then flip greedy choices: its export does not verify, so it is left out.
+    kinds = [k for k in args.kinds if k != "int8_dynamic"]
+    paths = export_kinds(ours, "gpt", base, signatures, kinds, max_batch_size=8,
                          warmup={"generate": list(requests.values())})
     serve = {kind: SessionSignature(path, "generate") for kind, path in paths.items()}
     hub = keras_hub.models.GPT2CausalLM(backbone=theirs, preprocessor=None)

@@ -22,6 +22,8 @@ import bigkeras
 from bigkeras.serving import compatibility, publish_saved_model, read_warmup, text_classifier_signatures
 from bigkeras.serving.signatures import gpt_signatures
 
+pytestmark = pytest.mark.slow  # about 30 s to export and verify, 25 s to count compilations (2 CPU cores)
+
 SENTENCES = ["the cat sat on the mat", "a dog ran in the park", "what a good movie", "a bad film"]
 CHILD = Path(bigkeras.__file__).parent / "serving" / "verify_child.py"
 
@@ -63,7 +65,7 @@ def xla_exports(tmp_path_factory):
             signatures=lambda m: text_classifier_signatures(m, vectorizer, examples=SENTENCES)),
         "gpt": publish_saved_model(  # one row x prompt widths 16, 32 (the classifier covers row buckets)
             gpt, "gpt", base_dir=base, max_batch_size=1, jit_compile=True,
-            signatures=lambda m: gpt_signatures(m, tokenizer, max_length=32, examples=["hi", "hello there"])),
+            signatures=lambda m: gpt_signatures(m, tokenizer, max_length=32, examples=["hello there"])),
     }
 
 
