@@ -30,7 +30,6 @@ from collections.abc import Callable, Mapping, Sequence
 import contextlib
 import dataclasses
 import threading
-import weakref
 from dataclasses import dataclass, field
 import keras
 import numpy as np
@@ -87,7 +86,6 @@ class Signature:
 
 
 _COMPILING = threading.local()  # .buckets: the row buckets of the signature being traced, or unset
-_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> its jit-compiled call
 
 
 @contextlib.contextmanager
@@ -115,10 +113,9 @@ def call_model(model, features):
     buckets = compiling()
     if buckets is None:
         return model(features, training=False)
-    if model not in _COMPILED:
-        _COMPILED[model] = tf.function(lambda f: model(f, training=False), jit_compile=True, autograph=False)
+    compiled = tf.function(lambda f: model(f, training=False), jit_compile=True, autograph=False)  # one per call site
     rows = tf.shape(tf.nest.flatten(features)[0])[0]
-    outputs = _COMPILED[model](pad_rows(features, rows, buckets))
+    outputs = compiled(pad_rows(features, rows, buckets))
     return tf.nest.map_structure(lambda t: t[:rows], outputs)
 
 
