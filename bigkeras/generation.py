@@ -81,12 +81,13 @@ class SeededTopPSampler(keras_hub.samplers.Sampler):
         self.seed = int(seed)
         self._index = None  # the position being sampled, set in each loop step
 
-    def __call__(self, next, prompt, *args, **kwargs):
-        def next_at(prompt, cache, index):
-            self._index = index  # read by get_next_token in the same step of the loop
-            return next(prompt, cache, index)
+    def __call__(self, next, prompt, *args, index=0, **kwargs):
+        def next_at(prompt, cache, position):
+            # The draw's counter: tokens generated so far, the same wherever the prompt was padded to.
+            self._index = position - index  # read by get_next_token in the same step of the loop
+            return next(prompt, cache, position)
 
-        return super().__call__(next_at, prompt, *args, **kwargs)
+        return super().__call__(next_at, prompt, *args, index=index, **kwargs)
 
     def get_next_token(self, probabilities):
         probabilities = tf.convert_to_tensor(probabilities)
@@ -94,13 +95,34 @@ class SeededTopPSampler(keras_hub.samplers.Sampler):
         top, ids = tf.math.top_k(probabilities, k=k)  # (batch, k), sorted
         keep = tf.math.cumsum(top, axis=-1, exclusive=True) <= self.p  # the first token always
         logits = tf.where(keep, tf.math.log(top), tf.constant(-1e9, top.dtype))
-        index = tf.constant(0) if self._index is None else tf.cast(self._index, tf.int32)
-        seed = tf.stack([tf.constant(self.seed, tf.int32), index])
-        choice = tf.random.stateless_categorical(logits, 1, seed=seed, dtype=tf.int32)  # (batch, 1)
-        return tf.gather(ids, choice, batch_dims=1)[:, 0]
+        step = tf.constant(0) if self._index is None else tf.cast(self._index, tf.int32)
+        # Gumbel-max over uniforms from an integer hash: TF's stateless RNG gives other streams
+        # under XLA than in TF's executor, and an export must draw the same in both.
+        gumbel = -tf.math.log(-tf.math.log(_hash_uniform(self.seed, step, tf.shape(logits))))
+        choice = tf.argmax(logits + tf.cast(gumbel, logits.dtype), axis=-1, output_type=tf.int32)  # (batch,)
+        return tf.gather(ids, choice[:, None], batch_dims=1)[:, 0]
 
     def get_config(self):
         return {**super().get_config(), "p": self.p, "k": self.k, "seed": self.seed}
+
+
+def _hash_uniform(seed: int, step, shape):
+    """Uniforms in (0, 1) of ``shape`` (batch, k), a fixed function of ``(seed, step, row, column)``.
+
+    A 32-bit integer hash (lowbias32) computed in int64 and masked, so TF's executor and XLA
+    give the same bits.
+    """
+    mask = 0xFFFFFFFF
+    rows = tf.range(tf.cast(shape[0], tf.int64), dtype=tf.int64)[:, None]
+    columns = tf.range(tf.cast(shape[1], tf.int64), dtype=tf.int64)[None, :]
+    shift, xor = tf.bitwise.right_shift, tf.bitwise.bitwise_xor
+    x = (seed * 0x9E3779B1 + tf.cast(step, tf.int64) * 0x85EBCA77 + rows * 0xC2B2AE3D + columns * 0x27D4EB2F) & mask
+    x = xor(x, shift(x, 16))
+    x = (x * 0x7FEB352D) & mask
+    x = xor(x, shift(x, 15))
+    x = (x * 0x846CA68B) & mask
+    x = xor(x, shift(x, 16))
+    return (tf.cast(shift(x, 8), tf.float32) + 0.5) / 2.0**24  # 24 bits: exact in float32, never 0 or 1
 
 
 def make_generate_fn(
