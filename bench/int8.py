@@ -2,8 +2,9 @@
 
 Exports the same classifier twice, as the ``reviews_minilm`` recipe does (raw strings in,
 WordPiece and packing in the graph): float32, and int8 (``export_saved_model(...,
-quantize="int8")``: Keras' own int8 quantization of every Dense, EinsumDense and Embedding
-kernel). Then, for each export loaded as a SavedModel without Keras' help:
+quantize="int8")``: int8 weights of every Dense, EinsumDense and Embedding kernel with
+per-channel scales, dequantized in the graph; ``bench/serving.py`` times every export kind,
+Keras' dynamic ``"int8_dynamic"`` and XLA included). Then, for each export loaded as a SavedModel without Keras' help:
 
 - the size of its ``variables/`` (target: int8 at most 0.35x float32);
 - test accuracy on the 2,550 held-out review snippets (target: within 0.5 points);

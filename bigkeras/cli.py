@@ -41,10 +41,12 @@ def _recipes_dir() -> pathlib.Path:
 
 RECIPES = _recipes_dir()
 SERVING_IMAGE = "tensorflow/serving"
+QUANTIZE_METHODS = ("int8", "int8_dynamic")  # bigkeras.serving.deploy.QUANTIZE, without importing Keras
 
 
 def serving_command(base_dir: str | os.PathLike = "saved_models", *, rest_port: int = 8501, grpc_port: int = 8500,
-                    image: str = SERVING_IMAGE, poll_seconds: int = 60, batching_file: str | None = None) -> str:
+                    image: str = SERVING_IMAGE, poll_seconds: int = 60, batching_file: str | None = None,
+                    server_flags=()) -> str:
     """The ``docker run`` line serving every model in ``<base_dir>/models.config``.
 
     Args:
@@ -55,6 +57,7 @@ def serving_command(base_dir: str | os.PathLike = "saved_models", *, rest_port: 
         poll_seconds: int, how often the server re-reads ``models.config``. Default 60.
         batching_file: optional file name under ``base_dir`` with ``BatchingParameters``;
             adds ``--enable_batching`` and ``--batching_parameters_file``.
+        server_flags: more model server flags (``served_flags`` gives those the exports need).
     """
     source = pathlib.Path(base_dir).resolve()
     args = [
@@ -67,7 +70,16 @@ def serving_command(base_dir: str | os.PathLike = "saved_models", *, rest_port: 
     ]
     if batching_file:
         args += ["--enable_batching=true", f"--batching_parameters_file=/models/{batching_file}"]
-    return shlex.join(args)
+    return shlex.join([*args, *server_flags])
+
+
+def served_flags(base_dir: str | os.PathLike = "saved_models") -> list[str]:
+    """The model server flags the served versions need (``--xla_cpu_compilation_enabled=true`` for XLA exports)."""
+    from bigkeras.serving import compatibility as compat
+
+    flags = {flag for paths in served_versions(base_dir).values() for path in paths
+             for flag in compat.load_report(path).get("server_flags", [])}
+    return sorted(flags)
 
 
 def served_versions(base_dir: str | os.PathLike = "saved_models") -> dict[str, list[pathlib.Path]]:
@@ -254,7 +266,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--class-names", help="comma-separated class names (adds a class_name output)")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--no-verify", action="store_true", help="skip the parity check in a fresh process")
-    p.add_argument("--quantize", choices=["int8"], help="export an int8 copy (Keras' own int8 quantization)")
+    p.add_argument("--quantize", choices=list(QUANTIZE_METHODS),
+                   help="export an int8 copy: int8 (weights only, dequantized in the graph: the fastest measured), "
+                        "int8_dynamic (Keras' int8 layers, activations quantized per call)")
+    p.add_argument("--xla", action="store_true",
+                   help="compile each signature's model call with XLA (TF Serving needs --xla_cpu_compilation_enabled)")
     p.add_argument("--max-batch-size", type=int, help="rows per request (default: each signature's bound, sized for the model)")
     p.set_defaults(run=_export)
 
@@ -445,7 +461,7 @@ def _export(args, rest):
     published = publish_saved_model(
         model, name, base_dir=args.base_dir, version=args.version, overwrite=args.overwrite,
         signatures=lambda m: default_signatures(m, class_names=class_names), quantize=args.quantize,
-        max_batch_size=args.max_batch_size, verify=not args.no_verify, write_config=True,
+        max_batch_size=args.max_batch_size, verify=not args.no_verify, write_config=True, jit_compile=args.xla,
     )
     report = published.report
     if report is not None:
@@ -548,7 +564,7 @@ def _serving_command(args, rest):
             print("bigkeras serving-command: batching concatenates inputs along their first axis; these inputs "
                   "have none, so their requests cannot be batched: " + "; ".join(scalars), file=sys.stderr)
     print(serving_command(args.base_dir, rest_port=args.rest_port, grpc_port=args.grpc_port, image=image,
-                          batching_file=batching_file))
+                          batching_file=batching_file, server_flags=served_flags(args.base_dir)))
 
 
 def _shape(shape) -> str:

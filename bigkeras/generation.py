@@ -23,6 +23,7 @@ the output starts with ``start_token_id``.
 
 from __future__ import annotations
 
+import contextlib
 import weakref
 
 import keras
@@ -80,12 +81,13 @@ class SeededTopPSampler(keras_hub.samplers.Sampler):
         self.seed = int(seed)
         self._index = None  # the position being sampled, set in each loop step
 
-    def __call__(self, next, prompt, *args, **kwargs):
-        def next_at(prompt, cache, index):
-            self._index = index  # read by get_next_token in the same step of the loop
-            return next(prompt, cache, index)
+    def __call__(self, next, prompt, *args, index=0, **kwargs):
+        def next_at(prompt, cache, position):
+            # The draw's counter: tokens generated so far, the same wherever the prompt was padded to.
+            self._index = position - index  # read by get_next_token in the same step of the loop
+            return next(prompt, cache, position)
 
-        return super().__call__(next_at, prompt, *args, **kwargs)
+        return super().__call__(next_at, prompt, *args, index=index, **kwargs)
 
     def get_next_token(self, probabilities):
         probabilities = tf.convert_to_tensor(probabilities)
@@ -93,13 +95,34 @@ class SeededTopPSampler(keras_hub.samplers.Sampler):
         top, ids = tf.math.top_k(probabilities, k=k)  # (batch, k), sorted
         keep = tf.math.cumsum(top, axis=-1, exclusive=True) <= self.p  # the first token always
         logits = tf.where(keep, tf.math.log(top), tf.constant(-1e9, top.dtype))
-        index = tf.constant(0) if self._index is None else tf.cast(self._index, tf.int32)
-        seed = tf.stack([tf.constant(self.seed, tf.int32), index])
-        choice = tf.random.stateless_categorical(logits, 1, seed=seed, dtype=tf.int32)  # (batch, 1)
-        return tf.gather(ids, choice, batch_dims=1)[:, 0]
+        step = tf.constant(0) if self._index is None else tf.cast(self._index, tf.int32)
+        # Gumbel-max over uniforms from an integer hash: TF's stateless RNG gives other streams
+        # under XLA than in TF's executor, and an export must draw the same in both.
+        gumbel = -tf.math.log(-tf.math.log(_hash_uniform(self.seed, step, tf.shape(logits))))
+        choice = tf.argmax(logits + tf.cast(gumbel, logits.dtype), axis=-1, output_type=tf.int32)  # (batch,)
+        return tf.gather(ids, choice[:, None], batch_dims=1)[:, 0]
 
     def get_config(self):
         return {**super().get_config(), "p": self.p, "k": self.k, "seed": self.seed}
+
+
+def _hash_uniform(seed: int, step, shape):
+    """Uniforms in (0, 1) of ``shape`` (batch, k), a fixed function of ``(seed, step, row, column)``.
+
+    A 32-bit integer hash (lowbias32) computed in int64 and masked, so TF's executor and XLA
+    give the same bits.
+    """
+    mask = 0xFFFFFFFF
+    rows = tf.range(tf.cast(shape[0], tf.int64), dtype=tf.int64)[:, None]
+    columns = tf.range(tf.cast(shape[1], tf.int64), dtype=tf.int64)[None, :]
+    shift, xor = tf.bitwise.right_shift, tf.bitwise.bitwise_xor
+    x = (seed * 0x9E3779B1 + tf.cast(step, tf.int64) * 0x85EBCA77 + rows * 0xC2B2AE3D + columns * 0x27D4EB2F) & mask
+    x = xor(x, shift(x, 16))
+    x = (x * 0x7FEB352D) & mask
+    x = xor(x, shift(x, 15))
+    x = (x * 0x846CA68B) & mask
+    x = xor(x, shift(x, 16))
+    return (tf.cast(shift(x, 8), tf.float32) + 0.5) / 2.0**24  # 24 bits: exact in float32, never 0 or 1
 
 
 def make_generate_fn(
@@ -179,6 +202,42 @@ def make_generate_fn(
         return decode(ids, mask)
 
     return generate_fn
+
+
+def make_bucketed_decode(model: keras.Model, *, max_length: int, sampler="greedy", stop_token_ids=None):
+    """The XLA-compiled GPT decode loop of an export: any prompt width, ``steps`` new tokens.
+
+    For ``export_saved_model(..., jit_compile=True)``: XLA compiles once per input shape, so a
+    signature pads prompts to multiples of ``PROMPT_BUCKET`` and rows to a few bucket sizes,
+    and the loop writes into a buffer long enough for every such prompt plus the tokens asked
+    for (``max_length + PROMPT_BUCKET - 1``), stopping after ``steps`` tokens. The number of
+    new tokens is a tensor, so it does not add compilations.
+
+    Args:
+        model: a ``gpt`` model.
+        max_length: int, the longest prompt plus new tokens a request may ask for.
+        sampler, stop_token_ids: as in ``make_generate_fn``.
+
+    Returns:
+        A ``tf.function`` ``(ids, mask, steps) -> {"token_ids", "padding_mask"}``: ``ids`` and
+        ``mask`` int32 ``(batch, P)`` (a left-padded prompt, ``P`` a multiple of
+        ``PROMPT_BUCKET`` below ``max_length + PROMPT_BUCKET``), ``steps`` an int32 scalar with
+        ``P + steps <= max_length + PROMPT_BUCKET - 1``; outputs ``(batch, buffer)`` whose
+        columns ``[P, P + steps)`` hold the new tokens.
+    """
+    checks.positive_int("max_length", max_length)
+    sampler = get_sampler(sampler)
+    stop_token_ids = None if stop_token_ids is None else tuple(int(t) for t in stop_token_ids)
+    adapter = _gpt_adapter(model, True)
+    buffer = max_length + PROMPT_BUCKET - 1
+
+    @tf.function(jit_compile=True)
+    def decode(ids, mask, steps):
+        with compiled_cache_writes(True):
+            cache = adapter.init_cache(ids, mask, buffer)
+            return _decode(adapter, sampler, cache, ids, mask, buffer, stop_token_ids, steps=steps)
+
+    return decode
 
 
 def generate(model, prompt_ids, max_new_tokens: int, *, prompt_mask=None, sampler="greedy",
@@ -271,8 +330,8 @@ def cache_bytes_per_row(model: keras.Model, *, input_length: int, max_length: in
 _FUNCTIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _decode(adapter, sampler, cache, start, start_mask, max_length, stop_token_ids):
-    """Run ``sampler``'s while loop from ``start`` (batch, P) to (batch, max_length)."""
+def _decode(adapter, sampler, cache, start, start_mask, max_length, stop_token_ids, steps=None):
+    """Run ``sampler``'s while loop from ``start`` (batch, P) to (batch, max_length), or for ``steps`` tokens."""
     prefix = tf.shape(start)[1]
     sequence = tf.pad(start, [[0, 0], [0, max_length - prefix]])  # (batch, max_length)
     # The sampler never overwrites positions where `keep` is true: the prompt.
@@ -291,10 +350,11 @@ def _decode(adapter, sampler, cache, start, start_mask, max_length, stop_token_i
             logits = tf.where(stopped[:, None], padding[None], logits)
         return logits, None, cache
 
-    sequence = sampler(
-        next=next_logits, prompt=sequence, cache=cache, index=prefix, mask=keep,
-        stop_token_ids=stop_token_ids,
-    )
+    with _at_most(sampler, steps):
+        sequence = sampler(
+            next=next_logits, prompt=sequence, cache=cache, index=prefix, mask=keep,
+            stop_token_ids=stop_token_ids,
+        )
     sequence = tf.cast(sequence, tf.int32)
     generated = tf.logical_not(keep)
     valid = tf.concat([tf.cast(start_mask, tf.bool), generated[:, prefix:]], axis=1)
@@ -304,6 +364,29 @@ def _decode(adapter, sampler, cache, start, start_mask, max_length, stop_token_i
         after_stop = tf.cumsum(tf.cast(is_stop, tf.int32), axis=1, exclusive=True) > 0
         valid = tf.logical_and(valid, tf.logical_not(after_stop))
     return {"token_ids": tf.where(valid, sequence, 0), "padding_mask": valid}
+
+
+@contextlib.contextmanager
+def _at_most(sampler, steps):
+    """While tracing, cap the iterations of ``sampler``'s while loop at ``steps`` (a tensor; None: no cap).
+
+    keras-hub samplers loop until the end of the sequence buffer; every sampler runs its loop
+    through ``Sampler.run_loop``, which this shadows on the instance.
+    """
+    if steps is None:
+        yield
+        return
+    run_loop = sampler.run_loop
+
+    def capped(cond, body, model=None, loop_vars=None, maximum_iterations=None):
+        limit = steps if maximum_iterations is None else tf.minimum(maximum_iterations, steps)
+        return run_loop(cond, body, model=model, loop_vars=loop_vars, maximum_iterations=limit)
+
+    sampler.run_loop = capped
+    try:
+        yield
+    finally:
+        del sampler.run_loop
 
 
 def _is_stop(sequence, stop_token_ids):

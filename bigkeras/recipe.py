@@ -92,6 +92,8 @@ def parse_args(
     add("--export-dir", default="saved_models", help="TF Serving model base directory")
     add("--max-batch-size", type=int, help="rows per serving request (default: each signature's bound, sized "
         "for the model; bigkeras inspect prints them)")
+    add("--xla", action="store_true", help="export with XLA-compiled signatures (TF Serving then needs "
+        "--xla_cpu_compilation_enabled; bigkeras serving-command adds it)")
     add("--resume", action="store_true", help="continue an interrupted run from its backup in the run dir")
     add("--smoke", action="store_true", help="a few steps on a small slice (tests); still exports and verifies")
     add("--workers", help="train on several hosts: every worker's HOST:PORT, comma-separated, the same list on "
@@ -479,7 +481,7 @@ def publish(
     # polling the export directory never loads a version that did not verify.
     published = publish_saved_model(
         result.model, args.name, base_dir=args.export_dir, signatures=signatures,
-        max_batch_size=getattr(args, "max_batch_size", None),
+        max_batch_size=getattr(args, "max_batch_size", None), jit_compile=bool(getattr(args, "xla", False)),
         verify=LOW_PRECISION_TOLERANCE if low_precision else {}, write_config=True,
     )
     path, report, config = published.path, published.report, published.config

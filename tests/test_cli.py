@@ -4,6 +4,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -25,10 +26,10 @@ def run(capsys, *argv):
     return code, capsys.readouterr().out
 
 
-def fake_export(base, name, version, ops):
+def fake_export(base, name, version, ops, xla=False):
     """A version directory holding only the compatibility report of a graph with ``ops``."""
     path = base / name / str(version)
-    compat.write_report(path, compat.compatibility_report(ops))
+    compat.write_report(path, compat.compatibility_report(ops, xla=xla))
     return path
 
 
@@ -45,6 +46,18 @@ def test_serving_command_is_the_docker_line(tmp_path, capsys):
         "--enable_model_warmup=true",
     ]
     assert not (tmp_path / "batching_parameters.txt").exists()
+
+
+def test_serving_command_enables_xla_exactly_when_a_served_export_needs_it(tmp_path, capsys):
+    fake_export(tmp_path, "mlp", 1, {"MatMul"})
+    assert compat.XLA_CPU_FLAG not in shlex.split(run(capsys, "serving-command", "--base-dir", str(tmp_path))[1])
+    fake_export(tmp_path, "gpt", 1, {"MatMul"}, xla=True)  # jit_compile=True export
+    out = shlex.split(run(capsys, "serving-command", "--base-dir", str(tmp_path))[1])
+    assert out.count("--xla_cpu_compilation_enabled=true") == 1
+    fake_export(tmp_path, "gpt", 2, {"MatMul"})  # a plain version: version 1 (XLA) is still served beside it
+    assert compat.XLA_CPU_FLAG in shlex.split(run(capsys, "serving-command", "--base-dir", str(tmp_path))[1])
+    shutil.rmtree(tmp_path / "gpt" / "1")
+    assert compat.XLA_CPU_FLAG not in shlex.split(run(capsys, "serving-command", "--base-dir", str(tmp_path))[1])
 
 
 def test_serving_command_picks_a_release_that_loads_every_model_and_writes_batching(tmp_path, capsys):

@@ -149,9 +149,13 @@ def test_int8_copy_of_a_gpt_keeps_its_outputs_close():
     quantized = deployable(model, quantize="int8")
     assert quantized is not model and model.blocks[0].ffn_output.kernel.dtype == "float32"
     assert quantized.blocks[0].ffn_output.quantization_mode == "int8"
+    assert quantized.blocks[0].ffn_output.inputs_quantizer is None  # "int8": weights only, float compute
     assert model.blocks[0].ffn_output.quantization_mode is None  # the original is left as it was
     reference, approx = model(inputs).numpy(), quantized(inputs).numpy()
     assert np.abs(approx - reference).max() <= 0.05 * np.abs(reference).max()
+    dynamic = deployable(model, quantize="int8_dynamic")  # Keras' int8 layers: activations quantized too
+    assert dynamic.blocks[0].ffn_output.inputs_quantizer is not None
+    assert np.abs(dynamic(inputs).numpy() - reference).max() <= 0.05 * np.abs(reference).max()
     with pytest.raises(ValueError, match=r"`quantize` must be one of"):
         deployable(model, quantize="int4")
 

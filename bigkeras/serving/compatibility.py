@@ -32,7 +32,11 @@ from bigkeras.serving import _tf_ops
 
 REPORT_FILE = "bigkeras_serving_compatibility.json"
 REPORT_DIR = "assets.extra"
-FORMAT = 1
+FORMAT = 2  # 2: the "xla" and "server_flags" entries
+# TF Serving runs XLA-compiled functions on CPU only with this flag (since 2.5; without it such a
+# model fails at its first request: tensorflow_serving/model_servers/main.cc).
+XLA_CPU_FLAG = "--xla_cpu_compilation_enabled=true"
+XLA_CPU_SINCE = "2.5"
 
 
 class IncompatibleRelease(RuntimeError):
@@ -166,6 +170,15 @@ def graph_ops(export_dir: str | os.PathLike) -> set[str]:
     return ops - functions
 
 
+def xla_functions(export_dir: str | os.PathLike) -> list[str]:
+    """The functions of a SavedModel's graph that must be compiled with XLA (``_XlaMustCompile``)."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    saved = saved_model_pb2.SavedModel.FromString((pathlib.Path(export_dir) / "saved_model.pb").read_bytes())
+    return sorted({fn.signature.name for meta in saved.meta_graphs for fn in meta.graph_def.library.function
+                   if fn.attr["_XlaMustCompile"].b})
+
+
 def op_availability(op: str) -> dict[str, bool | None]:
     """``{release: True | False | None}``: whether each release registers ``op`` (None: unknown)."""
     if op in PYTHON_ONLY_OPS:
@@ -180,18 +193,21 @@ def op_availability(op: str) -> dict[str, bool | None]:
     return dict.fromkeys(RELEASE_NAMES, False)  # neither TensorFlow nor TF Text: a custom op
 
 
-def compatibility_report(ops: Iterable[str]) -> dict:
+def compatibility_report(ops: Iterable[str], *, xla: bool = False) -> dict:
     """Check a graph's ops against every TF Serving release in ``RELEASES``.
 
     Args:
         ops: the op types of an export's graph (``graph_ops(path)``).
+        xla: bool, the graph has XLA-compiled functions (``xla_functions(path)``): the server
+            needs ``XLA_CPU_FLAG`` (TF Serving 2.5+, so every release in the table).
 
     Returns:
         A JSON-ready dict: ``ops`` ({"tensorflow", "tf_text", "python_only", "unknown"} lists),
         ``releases`` ({release: {"status": "loads" | "fails" | "unchecked", "image",
         "missing": [...], "unchecked": [...]}}), ``loads_on`` (releases that load it),
         ``minimum_release`` (the oldest of them, or None), ``needs`` ({op: first release
-        that has it, or None} for every op some release lacks) and ``format``.
+        that has it, or None} for every op some release lacks), ``xla`` (bool),
+        ``server_flags`` (the model server flags it needs: ``[XLA_CPU_FLAG]`` or none) and ``format``.
 
     Example:
         >>> compatibility_report({"MatMul", "TFText>RoundRobinTrim"})["minimum_release"]
@@ -223,6 +239,8 @@ def compatibility_report(ops: Iterable[str]) -> dict:
         "loads_on": loads_on,
         "minimum_release": loads_on[0] if loads_on else None,
         "needs": needs,
+        "xla": bool(xla),
+        "server_flags": [XLA_CPU_FLAG] if xla else [],
     }
 
 
@@ -262,7 +280,7 @@ def report_path(export_dir: str | os.PathLike) -> pathlib.Path:
 
 def write_report(export_dir: str | os.PathLike, report: Mapping | None = None) -> pathlib.Path:
     """Write ``assets.extra/bigkeras_serving_compatibility.json`` (the export's own report by default)."""
-    report = dict(report if report is not None else compatibility_report(graph_ops(export_dir)))
+    report = dict(report if report is not None else export_report(export_dir))
     path = report_path(export_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=1) + "\n")
@@ -276,7 +294,12 @@ def load_report(export_dir: str | os.PathLike) -> dict:
         stored = json.loads(path.read_text())
         if stored.get("format") == FORMAT and sorted(stored.get("releases", {})) == sorted(RELEASE_NAMES):
             return stored
-    return compatibility_report(graph_ops(export_dir))
+    return export_report(export_dir)
+
+
+def export_report(export_dir: str | os.PathLike) -> dict:
+    """The ``compatibility_report`` of an export, computed from its graph (ops and XLA functions)."""
+    return compatibility_report(graph_ops(export_dir), xla=bool(xla_functions(export_dir)))
 
 
 def newest_common_release(reports: Mapping[str, Mapping]) -> ServingRelease:
@@ -302,6 +325,8 @@ def summary(report: Mapping) -> str:
              + (f", unknown: {', '.join(ops['unknown'])}" if ops["unknown"] else "")]
     minimum = report["minimum_release"]
     lines.append(f"minimum TF Serving release: {minimum}" if minimum else "no TF Serving release in the table loads it")
+    if report.get("xla"):
+        lines.append(f"XLA-compiled: the model server needs {XLA_CPU_FLAG} (TF Serving {XLA_CPU_SINCE}+)")
     for version, entry in report["releases"].items():
         detail = {"loads": "loads", "fails": "fails: lacks " + ", ".join(entry["missing"]),
                   "unchecked": "unchecked: " + ", ".join(entry["unchecked"])}[entry["status"]]

@@ -17,7 +17,7 @@ import keras
 from bigkeras import checks
 from bigkeras.models.base import transformer_backbones
 
-QUANTIZE = (None, "int8")
+QUANTIZE = (None, "int8", "int8_dynamic")
 # ``verify`` bounds for an int8 or bfloat16 export: the server's graph rounds a little
 # differently than Keras, and bf16 keeps 3 significant digits; dynamic int8 input quantization
 # turns 1e-7 float differences into whole int8 steps.
@@ -29,7 +29,8 @@ def deployable(model: keras.Model, *, quantize: str | None = None) -> keras.Mode
 
     Args:
         model: a trained ``keras.Model`` (LoRA or not).
-        quantize: None (default) or ``"int8"``.
+        quantize: None (default), ``"int8"`` (int8 weights, float compute) or
+            ``"int8_dynamic"`` (Keras' int8 layers: activations quantized on every call).
 
     Returns:
         ``model`` when it has no adapters and ``quantize`` is None; otherwise a new model
@@ -54,10 +55,17 @@ def deployable(model: keras.Model, *, quantize: str | None = None) -> keras.Mode
     if quantize:
         with warnings.catch_warnings():  # Keras warns once per layer kind it leaves in float
             warnings.filterwarnings("ignore", "Layer .* does not have a `quantize` method", UserWarning)
-            fresh.quantize(quantize)
+            fresh.quantize(config=_quantization_config(quantize))
     if model.compiled:  # the copy evaluates like the original (loss, metrics)
         fresh.compile_from_config(model.get_compile_config())
     return fresh
+
+
+def _quantization_config(method: str):
+    """Keras' int8 config for ``method``: weight-only (no activation quantizer) or Keras' default."""
+    if method == "int8":
+        return keras.quantizers.Int8QuantizationConfig(weight_quantizer=None, activation_quantizer=None)
+    return keras.quantizers.Int8QuantizationConfig()
 
 
 def _without_lora(config):

@@ -10,6 +10,7 @@ same number end as two versions.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import dataclasses
 import errno
@@ -30,7 +31,7 @@ from bigkeras.serving import compatibility
 from bigkeras.serving import warmup as warmup_lib
 from bigkeras.serving.config import list_versions, write_model_config
 from bigkeras.serving.deploy import LOW_PRECISION_TOLERANCE, deployable
-from bigkeras.serving.signatures import Signature, default_signatures
+from bigkeras.serving.signatures import Signature, compiled_model_calls, default_signatures
 from bigkeras.serving.verify import VerifyReport, verify as run_verify
 
 WarmupSpec = bool | Mapping[str, Sequence[Mapping[str, np.ndarray]]]
@@ -73,6 +74,7 @@ def publish_saved_model(
     max_batch_size: int | None = None,
     verify: bool | Mapping = True,
     write_config: bool = False,
+    jit_compile: bool = False,
 ) -> Published:
     """Export ``model`` with serving signatures, verify it, then publish it in TF Serving's layout.
 
@@ -106,7 +108,9 @@ def publish_saved_model(
         warmup: ``True`` writes warmup requests from each signature's examples, at every
             bucket row count; ``{signature_name: [inputs, ...]}`` writes those; ``False`` none.
         overwrite: bool, replace an existing version directory (atomically). Default False.
-        quantize: None (default) or ``"int8"``: export an int8 copy (``deploy.deployable``).
+        quantize: None (default), ``"int8"`` (int8 weights dequantized in the graph: the fastest
+            int8 measured) or ``"int8_dynamic"`` (Keras' int8 layers): an int8 copy
+            (``deploy.deployable``).
             A LoRA model is always exported with its adapters merged into the kernels.
         max_batch_size: int, rows per request for every signature (default: each
             signature's own bound, sized for the model).
@@ -114,6 +118,12 @@ def publish_saved_model(
             ``deploy.LOW_PRECISION_TOLERANCE`` for a quantized or low-precision model); a
             dict passes those keyword arguments to ``verify``; False skips verification.
         write_config: bool, rewrite ``<base_dir>/models.config`` after publishing.
+        jit_compile: bool, compile each signature's model call and decode loop with XLA
+            (string ops stay outside): rows are padded to ``bounds.bucket_sizes`` and prompts
+            to multiples of 16 tokens, and the warmup covers every such shape, so no request
+            compiles. TF Serving runs it only with ``--xla_cpu_compilation_enabled=true``
+            (2.5+; the compatibility report says so and ``bigkeras serving-command`` adds it).
+            Default False.
 
     Returns:
         ``Published(path, report, config)``.
@@ -128,6 +138,8 @@ def publish_saved_model(
         checks.positive_int("version", version)
     if max_batch_size is not None:
         checks.positive_int("max_batch_size", max_batch_size)
+    if not isinstance(jit_compile, bool):
+        raise ValueError(f"`jit_compile` must be True or False, got {jit_compile!r}.")
     low_precision = quantize is not None or keras.backend.standardize_dtype(model.compute_dtype) != "float32"
     deployed = deployable(model, quantize=quantize)
     if deployed is not model and signatures is not None and not callable(signatures):
@@ -151,12 +163,12 @@ def publish_saved_model(
 
     tmp = pathlib.Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.getpid()}-", dir=model_dir))
     try:
-        _write_archive(model, signatures, tmp)
+        _write_archive(model, signatures, tmp, jit_compile)
         compatibility.write_report(tmp)
         bounds_lib.write_bounds(tmp, {k: sig.bounds for k, sig in signatures.items()})
         expected = [(sig_name, sig.examples, _run(sig, sig.examples)) for sig_name, sig in signatures.items()]
         warmup_lib.write_expected(tmp, name, expected)
-        requests = _warmup_requests(signatures, warmup)
+        requests = _warmup_requests(signatures, warmup, jit_compile)
         if requests:
             warmup_lib.write_warmup(tmp, name, requests)
         report = None
@@ -185,7 +197,8 @@ def remove_leftovers(model_dir: pathlib.Path) -> list[pathlib.Path]:
     return removed
 
 
-def _write_archive(model: keras.Model, signatures: Mapping[str, Signature], path: pathlib.Path) -> None:
+def _write_archive(model: keras.Model, signatures: Mapping[str, Signature], path: pathlib.Path,
+                   jit_compile: bool = False) -> None:
     archive = keras.export.ExportArchive()
     tracked = {}
     for resource in (model, *(r for sig in signatures.values() for r in sig.resources)):
@@ -197,9 +210,16 @@ def _write_archive(model: keras.Model, signatures: Mapping[str, Signature], path
         if not isinstance(resource, keras.Model):
             archive.track(resource)
     for sig_name, sig in signatures.items():
-        # A dict input signature gives the SavedModel signature these input names.
-        archive.add_endpoint(sig_name, _takes_dict(sig), input_signature=[dict(sig.inputs)])
+        # A dict input signature gives the SavedModel signature these input names. Traced here,
+        # inside the XLA context when asked; the archive saves this trace.
+        endpoint = tf.function(_takes_dict(sig), input_signature=[dict(sig.inputs)], autograph=False)
+        with compiled_model_calls(sig.bounds.max_rows) if jit_compile else contextlib.nullcontext():
+            endpoint.get_concrete_function()
+        archive.add_endpoint(sig_name, endpoint)
     archive.write_out(os.fspath(path), verbose=False)
+    if jit_compile and not compatibility.xla_functions(path):
+        raise ValueError(f"`jit_compile=True`, but none of the signatures {sorted(signatures)} compiles a model call "
+                         "with XLA (a signature factory that does not support it).")
 
 
 def _takes_dict(sig: Signature):
@@ -214,10 +234,12 @@ def _run(sig: Signature, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarr
     return {k: np.asarray(v) for k, v in sig(**tensors).items()}
 
 
-def _warmup_requests(signatures: Mapping[str, Signature], warmup: WarmupSpec):
+def _warmup_requests(signatures: Mapping[str, Signature], warmup: WarmupSpec, jit_compile: bool = False):
     if warmup is True:  # every signature at every bucket row count, so no request size is a first
-        return [(sig_name, _rows(sig, rows)) for sig_name, sig in signatures.items()
-                for rows in bounds_lib.bucket_sizes(sig.bounds.max_rows)]
+        # An XLA export compiles per shape: each bucket row count with each shape variant.
+        return [(sig_name, {**_rows(sig, rows), **variant}) for sig_name, sig in signatures.items()
+                for rows in bounds_lib.bucket_sizes(sig.bounds.max_rows)
+                for variant in ((sig.shape_variants or ({},)) if jit_compile else ({},))]
     if warmup is False or warmup is None:
         return []
     if not isinstance(warmup, Mapping):

@@ -25,7 +25,7 @@ import tensorflow as tf
 
 from bigkeras import checks
 from bigkeras.serving.bounds import KV_CACHE_BUDGET_BYTES, RequestBounds, check_kv_cache
-from bigkeras.serving.signatures import Signature, _detokenize, _pad_id, _ragged_ids
+from bigkeras.serving.signatures import Signature, _detokenize, _pad_id, _ragged_ids, compiling
 
 
 def teacher_forcing_examples(
@@ -156,6 +156,9 @@ def translate_signatures(
     bounds = RequestBounds.for_decoding("translate", per_row, kv_cache_budget_bytes)
 
     def translate(source):
+        if compiling() is not None:  # source lengths are not bucketed yet: each would compile
+            raise ValueError("`jit_compile=True` does not support `translate` signatures (seq2seq and T5) yet; "
+                             "export them with jit_compile=False.")
         source = tf.ensure_shape(source, source_spec.shape)
         with tf.control_dependencies([check_kv_cache(tf.shape(source)[0], bounds)]):  # before tokenizing
             source = tf.identity(source)

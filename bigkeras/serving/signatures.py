@@ -14,13 +14,22 @@ strings, prompts) and receives named outputs (``probabilities``, ``class_id``, `
 - carries a batch of ``examples`` (real inputs when the caller passes them), used for the
   warmup file and the parity check.
 
+Traced inside ``compiled_model_calls`` (``export_saved_model(..., jit_compile=True)``), each
+signature runs its model call (or decode loop) as an XLA-compiled function and its string ops
+(tokenizers, image decoding) in TF's executor around it; the rows are padded to the next
+``bounds.bucket_sizes`` row count first (and prompts to multiples of
+``generation.PROMPT_BUCKET`` tokens), so the compilations are bounded and a warmup file can
+cover every one of them.
+
 The factories return ``{signature_name: Signature}`` dicts for ``export_saved_model``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+import contextlib
 import dataclasses
+import threading
 from dataclasses import dataclass, field
 import keras
 import numpy as np
@@ -28,7 +37,8 @@ import tensorflow as tf
 
 from bigkeras import checks
 from bigkeras.data.preprocessing import PIXEL_SCALE, prepare_images
-from bigkeras.serving.bounds import KV_CACHE_BUDGET_BYTES, MAX_STRING_BYTES, RequestBounds, check_image_headers, check_kv_cache, check_request
+from bigkeras.serving.bounds import (KV_CACHE_BUDGET_BYTES, MAX_STRING_BYTES, RequestBounds, bucket_sizes,
+                                     check_image_headers, check_kv_cache, check_request)
 
 SERVING_DEFAULT = "serving_default"
 
@@ -47,6 +57,9 @@ class Signature:
             elements per row, and ``MAX_STRING_BYTES`` per string when an input is a string.
             ``fn`` checks the kind-specific ones (image headers, key/value cache) itself;
             calling the signature checks rows and string bytes first.
+        shape_variants: values of scalar inputs that change the compiled shapes (for
+            ``generate``, one ``max_new_tokens`` per prompt-width bucket); an XLA export's
+            warmup sends each at every row bucket. Empty: the rows alone decide the shapes.
     """
 
     fn: Callable[..., dict]
@@ -54,6 +67,7 @@ class Signature:
     examples: Mapping[str, np.ndarray] = field(repr=False)
     resources: tuple = field(default=(), repr=False)
     bounds: RequestBounds | None = None
+    shape_variants: tuple = field(default=(), repr=False)
 
     def __post_init__(self):
         if self.bounds is None:
@@ -66,6 +80,61 @@ class Signature:
     def __call__(self, **inputs) -> dict:
         """Run the signature as the export does: the request bounds first, then ``fn``."""
         return self.fn(**check_request(inputs, self.inputs, self.bounds))
+
+
+# ----------------------------------------------------------------------------- XLA
+
+
+_COMPILING = threading.local()  # .buckets: the row buckets of the signature being traced, or unset
+
+
+@contextlib.contextmanager
+def compiled_model_calls(max_rows: int):
+    """Trace signatures with XLA-compiled model calls, rows padded to ``bucket_sizes(max_rows)``.
+
+    Entered by ``export_saved_model(..., jit_compile=True)`` around each signature's tracing;
+    outside it (the Keras reference outputs, eager calls) signatures run uncompiled.
+    """
+    previous = getattr(_COMPILING, "buckets", None)
+    _COMPILING.buckets = tuple(bucket_sizes(max_rows))
+    try:
+        yield
+    finally:
+        _COMPILING.buckets = previous
+
+
+def compiling() -> tuple[int, ...] | None:
+    """The row buckets while tracing inside ``compiled_model_calls``, else None."""
+    return getattr(_COMPILING, "buckets", None)
+
+
+def call_model(model, features):
+    """``model(features, training=False)``; XLA-compiled on bucket-padded rows inside ``compiled_model_calls``."""
+    buckets = compiling()
+    if buckets is None:
+        return model(features, training=False)
+    compiled = tf.function(lambda f: model(f, training=False), jit_compile=True, autograph=False)  # one per call site
+    rows = tf.shape(tf.nest.flatten(features)[0])[0]
+    outputs = compiled(pad_rows(features, rows, buckets))
+    return tf.nest.map_structure(lambda t: t[:rows], outputs)
+
+
+def bucket_for(rows, buckets: Sequence[int]):
+    """The smallest of ``buckets`` (ascending) holding ``rows``, a scalar tensor (the largest beyond them)."""
+    sizes = tf.constant(list(buckets), tf.int32)
+    index = tf.reduce_sum(tf.cast(sizes < tf.cast(rows, tf.int32), tf.int32))
+    return tf.gather(sizes, tf.minimum(index, len(buckets) - 1))
+
+
+def pad_rows(features, rows, buckets: Sequence[int]):
+    """Every tensor of ``features`` padded with zero rows from ``rows`` to its bucket size."""
+    size = bucket_for(rows, buckets)
+
+    def pad(t):
+        padding = tf.concat([[[0, tf.maximum(size - rows, 0)]], tf.zeros((t.shape.rank - 1, 2), tf.int32)], 0)
+        return tf.pad(t, padding)
+
+    return tf.nest.map_structure(pad, features)
 
 
 # ----------------------------------------------------------------------------- classifiers
@@ -115,7 +184,7 @@ def classifier_signatures(
     def serve(**inputs):
         inputs = {k: tf.ensure_shape(v, specs[k].shape) for k, v in inputs.items()}
         features = inputs if len(inputs) > 1 else next(iter(inputs.values()))
-        return classifier_outputs(model(features, training=False), class_names)
+        return classifier_outputs(call_model(model, features), class_names)
 
     return {SERVING_DEFAULT: Signature(serve, specs, examples, (model,))}  # bounds sized by the inputs
 
@@ -185,7 +254,7 @@ def image_classifier_signatures(
 
     def serve_images(images):
         images = tf.ensure_shape(images, image_spec.shape)
-        return classifier_outputs(model(images, training=False), class_names)
+        return classifier_outputs(call_model(model, images), class_names)
 
     def decode(data):  # one encoded image -> (H, W, C) float32, the training pipeline's preprocessing
         image = tf.io.decode_image(data, channels=channels, expand_animations=False)  # uint8
@@ -266,7 +335,7 @@ def text_classifier_signatures(
             "padding_mask": tf.cast(ids != pad_id, inputs.get("padding_mask", inputs[ids_name]).dtype),
         }
         features = features if len(inputs) > 1 else features["token_ids"]
-        return classifier_outputs(model(features, training=False), class_names)
+        return classifier_outputs(call_model(model, features), class_names)
 
     bounds = RequestBounds.for_text(length)
     return {SERVING_DEFAULT: Signature(serve, {"text": text_spec}, {"text": examples}, (model, tokenizer), bounds)}
@@ -314,7 +383,8 @@ def gpt_signatures(
         >>> sigs = gpt_signatures(bigkeras.build("gpt_tiny"), keras_hub.tokenizers.ByteTokenizer(),
         ...                       max_length=32)
     """
-    from bigkeras.generation import cache_bytes_per_row, make_generate_fn  # keras-hub samplers; load on use
+    from bigkeras.generation import (  # keras-hub samplers; load on use
+        PROMPT_BUCKET, cache_bytes_per_row, make_bucketed_decode, make_generate_fn)
 
     checks.positive_int("max_length", max_length)
     if max_length < 2:
@@ -335,6 +405,23 @@ def gpt_signatures(
     bounds = RequestBounds.for_decoding(
         "generate", cache_bytes_per_row(model, input_length=1, max_length=max_length), kv_cache_budget_bytes)
 
+    compiled = []  # the XLA decode loop, made on first use inside `compiled_model_calls`
+
+    def decode(ids, mask, width, max_new_tokens):
+        """Columns of the new tokens: ``(token_ids, padding_mask)``, (batch, max_new_tokens)."""
+        buckets = compiling()
+        if buckets is None:
+            out = generate_fn(ids, mask)  # (batch, max_length)
+            return out["token_ids"][:, width:], out["padding_mask"][:, width:]
+        if not compiled:
+            compiled.append(make_bucketed_decode(model, max_length=max_length, sampler=sampler,
+                                                 stop_token_ids=stop_token_ids))
+        rows = tf.shape(ids)[0]
+        bucket = -(-width // PROMPT_BUCKET) * PROMPT_BUCKET  # the prompt, left-padded to a multiple of 16
+        ids, mask = (tf.pad(t, [[0, 0], [bucket - width, 0]]) for t in (ids, mask))
+        out = compiled[0](*pad_rows((ids, mask), rows, buckets), max_new_tokens)  # (bucket rows, buffer)
+        return tuple(out[k][:rows, bucket:bucket + max_new_tokens] for k in ("token_ids", "padding_mask"))
+
     def generate(prompt, max_new_tokens):
         prompt = tf.ensure_shape(prompt, prompt_spec.shape)
         max_new_tokens = tf.ensure_shape(max_new_tokens, count_spec.shape)
@@ -346,9 +433,8 @@ def gpt_signatures(
             prompt = tf.identity(prompt)
         width = max_length - max_new_tokens
         ids, mask = _left_pad(_ragged_ids(tokenizer(prompt), pad_id), width)  # (batch, width)
-        out = generate_fn(ids, mask)  # (batch, max_length)
-        new_ids = out["token_ids"][:, width:]  # (batch, max_new_tokens)
-        keep = tf.logical_and(out["padding_mask"][:, width:], tf.reduce_all(new_ids[..., None] != stops, -1))
+        new_ids, new_mask = decode(ids, mask, width, max_new_tokens)  # (batch, max_new_tokens)
+        keep = tf.logical_and(new_mask, tf.reduce_all(new_ids[..., None] != stops, -1))
         return {
             "completion": _detokenize(tokenizer, tf.ragged.boolean_mask(new_ids, keep)),
             "completion_ids": tf.where(keep, new_ids, 0),
@@ -356,7 +442,10 @@ def gpt_signatures(
 
     example = {"prompt": examples, "max_new_tokens": np.array(example_max_new_tokens, np.int32)}
     inputs = {"prompt": prompt_spec, "max_new_tokens": count_spec}
-    return {"generate": Signature(generate, inputs, example, (model, tokenizer), bounds)}
+    # One max_new_tokens per prompt-width bucket: the XLA loop compiles once per bucket (and row count).
+    widths = range(PROMPT_BUCKET, -(-(max_length - 1) // PROMPT_BUCKET) * PROMPT_BUCKET + 1, PROMPT_BUCKET)
+    variants = tuple({"max_new_tokens": np.array(max_length - w if w < max_length else 1, np.int32)} for w in widths)
+    return {"generate": Signature(generate, inputs, example, (model, tokenizer), bounds, variants)}
 
 
 def default_signatures(model: keras.Model, *, class_names: Sequence[str] | None = None) -> dict[str, Signature]:
@@ -519,7 +608,7 @@ def preprocessed_text_signatures(
 
     def serve(text):
         features = preprocessor(tf.ensure_shape(text, text_spec.shape))
-        return classifier_outputs(model(features, training=False), class_names)
+        return classifier_outputs(call_model(model, features), class_names)
 
     bounds = RequestBounds.for_text(_sequence_length(preprocessor))
     return {SERVING_DEFAULT: Signature(serve, {"text": text_spec}, {"text": examples}, (model, preprocessor), bounds)}
@@ -567,7 +656,7 @@ def embedding_signatures(
 
     def embed(text):
         features = preprocessor(tf.ensure_shape(text, text_spec.shape))
-        sequence = tf.cast(backbone(features, training=False)["sequence_output"], tf.float32)
+        sequence = tf.cast(call_model(backbone, features)["sequence_output"], tf.float32)
         vectors = mean(sequence, padding_mask=features["padding_mask"]) if pooling == "mean" else sequence[:, 0]
         return {"embedding": tf.math.l2_normalize(vectors, axis=-1) if normalize else vectors}
 

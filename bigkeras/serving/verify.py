@@ -118,7 +118,7 @@ def verify(
         raise VerificationError(f"{path} fails as TF Serving would run it:\n  " + "\n  ".join(problems))
     if not report["parity_checked"]:
         raise VerificationError(f"{path} has no expected outputs to compare with; pass `expected`.")
-    report["compatibility"] = compat.compatibility_report(report["ops"])
+    report["compatibility"] = compat.compatibility_report(report["ops"], xla=bool(compat.xla_functions(path)))
     if tf_serving is not None:
         compat.check_release(report["compatibility"], tf_serving)
     return VerifyReport(**{k: report[k] for k in VerifyReport.__dataclass_fields__})
