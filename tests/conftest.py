@@ -105,6 +105,20 @@ def _starts_processes(item) -> bool:
 
 
 @pytest.fixture(autouse=True)
+def _cluster_environment():
+    """A recipe's --workers flags write TF_CONFIG into os.environ: no test hands it to the next one
+    (in the same xdist worker, train() would take a stale TF_CONFIG for a cluster)."""
+    names = ("TF_CONFIG", "JOB_COMPLETION_INDEX", "SLURM_PROCID")
+    saved = {name: os.environ.get(name) for name in names}
+    yield
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+@pytest.fixture(autouse=True)
 def _seed():
     """Every test starts from the same seeds."""
     keras.utils.set_random_seed(1234)
