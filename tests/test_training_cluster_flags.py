@@ -111,6 +111,8 @@ def test_kubernetes_manifest_is_an_indexed_job_and_a_headless_service_of_the_wor
 def test_kubernetes_manifest_refuses_bad_names_and_cluster_flags():
     with pytest.raises(ValueError, match="`job` must be a DNS label"):
         kubernetes_manifest("x", workers=2, image="i", job="Bad_Name")
+    with pytest.raises(ValueError, match="`workers` must be at most 1024"):
+        kubernetes_manifest("x", workers=100_000, image="i")
     from bigkeras import cli
 
     with pytest.raises(SystemExit, match="--workers and --worker-index come from the manifest"):

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from bigkeras import checks
 
 DEFAULT_PORT = 2222
+MAX_WORKERS = 1024  # every pod's command line carries the whole --workers list (about 40 bytes each)
 _NAME = re.compile(r"^[a-z]([-a-z0-9]{0,50}[a-z0-9])?$")  # a DNS label, short enough for "-<index>"
 
 
@@ -61,6 +62,8 @@ def kubernetes_manifest(
         Two YAML documents: the Service, then the Job.
     """
     checks.positive_int("workers", workers)
+    if workers > MAX_WORKERS:
+        raise ValueError(f"`workers` must be at most {MAX_WORKERS} (each pod's command lists them all), got {workers}.")
     checks.positive_int("backoff_limit", backoff_limit, allow_zero=True)
     if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
         raise ValueError(f"`port` must be a port number 1-65535, got {port!r}.")
