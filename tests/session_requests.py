@@ -1,7 +1,7 @@
 """Run requests against exports the way TF Serving does, in a fresh process without Keras.
 
     python tests/session_requests.py REQUESTS.pkl RESULTS.pkl
-    python tests/session_requests.py --measure CASE.pkl RESULT.pkl
+    python tests/session_requests.py --measure CASES.pkl RESULTS.pkl
 
 ``REQUESTS.pkl`` holds ``[(case, export_dir, signature, {input: ndarray}), ...]``. Each
 export is loaded once through ``bigkeras/serving/verify_child.py``'s session path (TF1 loader,
@@ -10,18 +10,19 @@ every case is run, then the export's first request ``"good"`` case again, to sho
 still serves. ``RESULTS.pkl`` gets ``{case: {"ok": {output: ndarray}} | {"error": (type, first
 line)}`` (each with ``"seconds"``), and ``case + "/then good"`` likewise.
 
-``--measure`` runs one hostile request in a process of its own, so that its peak memory can be
-told apart: ``CASE.pkl`` holds ``(export_dir, signature, good_inputs, hostile_inputs)``; the
-process loads the export, answers the good request, takes its peak resident memory, runs the
-hostile request, and records how far the peak grew (``"peak_growth_bytes"``), then answers the
-good request again (``"then good"``). The request itself is in memory before the baseline, as a
-server holds a request before its graph runs; the growth is what serving it cost.
+``--measure`` runs hostile requests one after another in one process and tells each one's
+memory apart: ``CASES.pkl`` holds ``[(case, export_dir, signature, good_inputs, hostile_inputs),
+...]``; for each, the process answers the good request, resets its peak resident memory
+(``/proc/self/clear_refs``, so the peak is measured from the memory in use right then, not from
+an earlier case's high-water mark), runs the hostile request, and records how far the peak grew
+above that (``"peak_growth_bytes"``), then answers the good request again (``"then good"``).
+The request itself is in memory before the reset, as a server holds a request before its graph
+runs; the growth is what serving it cost. ``RESULTS.pkl`` gets ``{case: result}``.
 """
 
 import importlib.util
 import pathlib
 import pickle
-import resource
 import sys
 import time
 
@@ -41,18 +42,35 @@ def load_signatures(child, export_dir):
     return child.load_session(export_dir)[1]
 
 
-def measure(case_path, result_path):
+def measure(cases_path, results_path):
     child = load_child()
-    with open(case_path, "rb") as f:
-        export_dir, signature, good, hostile = pickle.load(f)
-    served = load_signatures(child, export_dir)[signature]
-    first = run(served, good, child)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    result = run(served, hostile, child)
-    result["peak_growth_bytes"] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024
-    result["first good"], result["then good"] = first, run(served, good, child)
-    with open(result_path, "wb") as f:
-        pickle.dump(result, f)
+    with open(cases_path, "rb") as f:
+        cases = pickle.load(f)
+    sessions, results = {}, {}
+    for case, export_dir, signature, good, hostile in cases:
+        if export_dir not in sessions:
+            sessions[export_dir] = load_signatures(child, export_dir)
+        served = sessions[export_dir][signature]
+        first = run(served, good, child)
+        before = reset_peak_memory()
+        result = run(served, hostile, child)
+        result["peak_growth_bytes"] = peak_memory() - before
+        result["first good"], result["then good"] = first, run(served, good, child)
+        results[case] = result
+    with open(results_path, "wb") as f:
+        pickle.dump(results, f)
+
+
+def reset_peak_memory() -> int:
+    """Set the peak resident memory (VmHWM) to the memory in use now; return it in bytes."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # Linux 4.0+: "reset the peak resident set size"
+    return peak_memory()
+
+
+def peak_memory() -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) * 1024
 
 
 def main(requests_path, results_path):

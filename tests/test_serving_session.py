@@ -294,23 +294,18 @@ def bomb_cases(kinds):
 
 @pytest.mark.slow
 def test_bombs_are_refused_naming_the_bound_before_memory_grows(signature_kinds, tmp_path):
-    """Each hostile request in a process of its own (the session path), its peak memory measured."""
-    from concurrent.futures import ThreadPoolExecutor
-
+    """The hostile requests through the session path, one after another in one fresh process, each
+    one's peak memory measured from the memory in use just before it (``session_requests.py``)."""
     cases = bomb_cases(signature_kinds)
-
-    def measure(i, case):
-        name, kind, signature, good, hostile, _ = case
-        with open(tmp_path / f"case{i}.pkl", "wb") as f:
-            pickle.dump((str(signature_kinds[kind][0]), signature, good, hostile), f)
-        proc = subprocess.run([sys.executable, SESSION_REQUESTS, "--measure", tmp_path / f"case{i}.pkl",
-                               tmp_path / f"result{i}.pkl"], capture_output=True, text=True, timeout=300)
-        assert proc.returncode == 0, (name, proc.stderr[-3000:])  # the process survived
-        with open(tmp_path / f"result{i}.pkl", "rb") as f:
-            return pickle.load(f)
-
-    with ThreadPoolExecutor(2) as pool:
-        results = list(pool.map(measure, range(len(cases)), cases))
+    with open(tmp_path / "cases.pkl", "wb") as f:
+        pickle.dump([(name, str(signature_kinds[kind][0]), signature, good, hostile)
+                     for name, kind, signature, good, hostile, _ in cases], f)
+    proc = subprocess.run([sys.executable, SESSION_REQUESTS, "--measure", tmp_path / "cases.pkl",
+                           tmp_path / "results.pkl"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]  # the process survived every request
+    with open(tmp_path / "results.pkl", "rb") as f:
+        measured = pickle.load(f)
+    results = [measured[name] for name, *_ in cases]
     for (name, *_, bound), result in zip(cases, results):
         assert "error" in result, (name, result)
         kind, message = result["error"]
