@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bigkeras.training.faults import DETECTION_BOUND_SECONDS
 from tests.cluster import PYTHON, ROOT, Cluster
 from tests.helpers import SMOKE_EXPORT_FLAGS
 from tests.test_training_hosts import hosts  # noqa: F401  (the namespaces fixture)
@@ -33,6 +34,8 @@ ENV = {"PYTHONPATH": str(ROOT), "KERAS_BACKEND": "tensorflow", "TF_NUM_INTRAOP_T
 # --resume: a rerun of the same line continues; a warmup of 1 to 8 rows keeps each export and its verify short.
 FLAGS = ["--smoke", "--mixed-precision", "off", "--resume", *SMOKE_EXPORT_FLAGS]
 PORT = 23470  # the namespaces are new: any port is free in them
+# From a worker's death to its peer's exit: the health check's detection bound, then unwinding the step.
+EXIT_BOUND = DETECTION_BOUND_SECONDS + 15
 
 
 def recipe(name):
@@ -128,11 +131,16 @@ def test_fashion_mnist_cnn_on_two_hosts_and_a_lost_worker(tmp_path, hosts):  # n
         shared = [tmp_path / "killed"] * 2  # a run directory both hosts read, as on NFS
         plain = [PYTHON, recipe(name), *flags, "--batch-size", "16"]
         first = start_workers(cluster, hosts, "killed", [plain, [*KILLER, "2:3", *plain[1:]]], PORT + 1, shared, cwds)
-        log = cluster.finish(first[0], timeout=240, expect_ok=False)
-        cluster.finish(first[1], timeout=60, expect_ok=False)
+        cluster.finish(first[1], timeout=240, expect_ok=False)
+        killed = time.monotonic()  # within the poll interval of the SIGKILL
+        log = cluster.finish(first[0], timeout=EXIT_BOUND + 30, expect_ok=False)
+        detected = time.monotonic() - killed
+        print(f"{name}: worker 0 exited {detected:.1f} s after worker 1 was killed")
         assert first[1].returncode == -signal.SIGKILL and "SIGKILL at epoch 2, step 3" in cluster.log(first[1])
         assert first[0].returncode != 0 and "WorkerLostError: A peer worker was lost" in log, log[-3000:]
+        assert detected < EXIT_BOUND, log[-3000:]
         assert not (tmp_path / "killed" / "export").exists()
+        assert not any(p.name.startswith("tmp-") for p in (tmp_path / "killed" / "run").iterdir())
 
         # Rerun the same two commands: they resume at epoch 2 and export what the uninterrupted run did.
         again = start_workers(cluster, hosts, "again", [plain, plain], PORT + 2, shared, cwds)
