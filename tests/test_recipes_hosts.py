@@ -88,6 +88,9 @@ def start_workers(cluster, hosts, tag, commands, port, bases, cwds):  # noqa: F8
 
 def two_workers_match_one_process(tmp_path, hosts, cluster, name, flags, timeout):  # noqa: F811
     """Run ``name`` in one process and on two namespaced workers; check what the issue asks."""
+    for i in range(2):  # only the link's subnet is routed: the hosts reach each other and nothing else
+        routes = hosts.routes(i)
+        assert "default" not in routes and routes.startswith("10.213.0.0/24"), routes
     cwds = [tmp_path / f"cwd{i}" for i in range(2)]
     for cwd in cwds:
         cwd.mkdir()

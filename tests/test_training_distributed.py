@@ -71,49 +71,15 @@ def test_two_cpu_replicas_match_one_replica_at_the_same_global_batch(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.processes  # two worker processes: one at a time with the others (tests/conftest.py)
-def test_two_worker_processes_train_together_and_only_the_chief_writes(tmp_path):
-    ports = [free_port(), free_port()]
-    run_dir = tmp_path / "run"
-    procs = []
-    for index in range(2):
-        tf_config = {
-            "cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
-            "task": {"type": "worker", "index": index},
-        }
-        scratch = tmp_path / f"tmp{index}"
-        scratch.mkdir()
-        env = {"TF_CONFIG": json.dumps(tf_config), "TMPDIR": str(scratch)}
-        args = ["--run-dir", str(run_dir), "--weights", str(tmp_path / f"w{index}.npz"),
-                "--batch-size", "16", "--epochs", "2"]
-        procs.append(start(args, tmp_path, f"worker{index}", env))
-    logs = [finish(p, tmp_path, f"worker{i}") for i, p in enumerate(procs)]
-
-    # Both workers ran the two-worker custom loop and end with identical weights.
-    w0, w1 = load(tmp_path / "w0.npz"), load(tmp_path / "w1.npz")
-    assert_same_weights(w0, w1, atol=0)
-    for log in logs:
-        assert "Epoch 2/2" in log
-
-    # The chief wrote the run directory; worker 1 wrote into a temporary one, now gone.
-    assert {"config.json", "history.csv", "curves.png", "last.keras", "best.keras", "backup"} <= {
-        p.name for p in run_dir.iterdir()
-    }
-    assert not any(p.name.startswith("tmp-") for p in run_dir.iterdir())
-    found = re.findall(r"not the chief: writing to (\S+),", logs[1])
-    assert len(found) == 1 and found[0].startswith(str(tmp_path / "tmp1")), logs[1][-2000:]
-    assert not Path(found[0]).exists()
-    assert "not the chief" not in logs[0]
-    assert list((tmp_path / "tmp1").iterdir()) == []
-
-
-@pytest.mark.slow
 @pytest.mark.processes
-def test_batch_norm_dropout_and_precise_bn_on_two_workers_match_two_replicas_in_one_process(tmp_path):
-    """Per-replica batch statistics and dropout masks: the one-process run to match splits each
+def test_two_workers_with_batch_norm_dropout_and_precise_bn_match_two_replicas_and_only_the_chief_writes(tmp_path):
+    """Two worker processes train together; only the chief writes.
+
+    Per-replica batch statistics and dropout masks: the one-process run to match splits each
     global batch the same way (two replicas of 16). PreciseBN re-estimates before each validation
     on every worker, so the validation scores (what best.keras is chosen by) match too."""
     ports = [free_port(), free_port()]
+    run_dir = tmp_path / "run"
     common = ["--batch-size", "16", "--epochs", "2", "--precise-bn", "3",
               "--model-kwargs", json.dumps({"batch_norm": True, "dropout": 0.2})]
     procs = [start([*common, "--run-dir", str(tmp_path / "one"), "--weights", str(tmp_path / "one.npz"),
@@ -122,11 +88,24 @@ def test_batch_norm_dropout_and_precise_bn_on_two_workers_match_two_replicas_in_
     for index in range(2):
         tf_config = {"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
                      "task": {"type": "worker", "index": index}}
-        procs.append(start([*common, "--run-dir", str(tmp_path / "run"), "--weights", str(tmp_path / f"w{index}.npz"),
+        scratch = tmp_path / f"tmp{index}"
+        scratch.mkdir()
+        procs.append(start([*common, "--run-dir", str(run_dir), "--weights", str(tmp_path / f"w{index}.npz"),
                             "--history", str(tmp_path / f"w{index}.json")],
-                           tmp_path, f"worker{index}", {"TF_CONFIG": json.dumps(tf_config)}))
-    for proc, name in zip(procs, ["one", "worker0", "worker1"]):
-        finish(proc, tmp_path, name)
+                           tmp_path, f"worker{index}", {"TF_CONFIG": json.dumps(tf_config), "TMPDIR": str(scratch)}))
+    logs = [finish(proc, tmp_path, name) for proc, name in zip(procs, ["one", "worker0", "worker1"])]
+
+    # The chief wrote the run directory; worker 1 wrote into a temporary one, now gone.
+    assert {"config.json", "history.csv", "curves.png", "last.keras", "best.keras", "backup"} <= {
+        p.name for p in run_dir.iterdir()
+    }
+    assert not any(p.name.startswith("tmp-") for p in run_dir.iterdir())
+    found = re.findall(r"not the chief: writing to (\S+),", logs[2])
+    assert len(found) == 1 and found[0].startswith(str(tmp_path / "tmp1")), logs[2][-2000:]
+    assert not Path(found[0]).exists()
+    assert "not the chief" not in logs[1]
+    assert list((tmp_path / "tmp1").iterdir()) == []
+
     one, w0, w1 = (load(tmp_path / f"{n}.npz") for n in ("one", "w0", "w1"))
     assert_same_weights(w0, w1, atol=0)  # PreciseBN gives every worker the same statistics
     assert_same_weights(one, w0, atol=1e-6)
