@@ -157,6 +157,9 @@ def test_fashion_mnist_cnn_on_two_hosts_and_a_lost_worker(tmp_path, hosts):  # n
     assert list(cwds[1].iterdir()) == []
 
 
-def test_reviews_minilm_on_two_hosts(tmp_path, hosts):  # noqa: F811
+def test_reviews_minilm_with_lora_on_two_hosts(tmp_path, hosts):  # noqa: F811
+    """LoRA adapters (rank 2) on two hosts: the chief alone saves them beside its run."""
     with Cluster(tmp_path) as cluster:
-        two_workers_match_one_process(tmp_path, hosts, cluster, "reviews_minilm", FLAGS, timeout=600)
+        two_workers_match_one_process(tmp_path, hosts, cluster, "reviews_minilm", [*FLAGS, "--lora-rank", "2"],
+                                      timeout=600)
+    assert (tmp_path / "two" / "run" / "adapters.safetensors").is_file()
