@@ -202,7 +202,7 @@ def test_fashion_mnist_corrupt_file_is_named(tmp_path, write, problem):
 @pytest.mark.parametrize(
     "name, file_name, content, how",
     [
-        ("digits", "digits.csv.gz", gzip.compress(b"1,2,3\n4,5,6\n"), "pip install scikit-learn"),
+        ("digits", "digits.csv.gz", gzip.compress(b"1,2,3\n4,5,6\n", mtime=0), "pip install scikit-learn"),
         (
             "rotten_tomatoes",
             "rotten_tomatoes_corpus_full.csv.bz2",
