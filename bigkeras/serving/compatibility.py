@@ -155,12 +155,28 @@ def graph_ops(export_dir: str | os.PathLike) -> set[str]:
     Raises:
         FileNotFoundError: ``export_dir`` has no ``saved_model.pb``.
     """
+    return _ops(_read_saved_model(export_dir))
+
+
+def xla_functions(export_dir: str | os.PathLike) -> list[str]:
+    """The functions of a SavedModel's graph that must be compiled with XLA (``_XlaMustCompile``).
+
+    Raises:
+        FileNotFoundError: ``export_dir`` has no ``saved_model.pb``.
+    """
+    return _xla_functions(_read_saved_model(export_dir))
+
+
+def _read_saved_model(export_dir: str | os.PathLike):
     from tensorflow.core.protobuf import saved_model_pb2
 
     path = pathlib.Path(export_dir) / "saved_model.pb"
     if not path.is_file():
         raise FileNotFoundError(f"`export_dir` must be a SavedModel version directory; {path} is missing.")
-    saved = saved_model_pb2.SavedModel.FromString(path.read_bytes())
+    return saved_model_pb2.SavedModel.FromString(path.read_bytes())
+
+
+def _ops(saved) -> set[str]:
     ops, functions = set(), set()
     for meta in saved.meta_graphs:
         ops.update(node.op for node in meta.graph_def.node)
@@ -170,11 +186,7 @@ def graph_ops(export_dir: str | os.PathLike) -> set[str]:
     return ops - functions
 
 
-def xla_functions(export_dir: str | os.PathLike) -> list[str]:
-    """The functions of a SavedModel's graph that must be compiled with XLA (``_XlaMustCompile``)."""
-    from tensorflow.core.protobuf import saved_model_pb2
-
-    saved = saved_model_pb2.SavedModel.FromString((pathlib.Path(export_dir) / "saved_model.pb").read_bytes())
+def _xla_functions(saved) -> list[str]:
     return sorted({fn.signature.name for meta in saved.meta_graphs for fn in meta.graph_def.library.function
                    if fn.attr["_XlaMustCompile"].b})
 
@@ -299,7 +311,8 @@ def load_report(export_dir: str | os.PathLike) -> dict:
 
 def export_report(export_dir: str | os.PathLike) -> dict:
     """The ``compatibility_report`` of an export, computed from its graph (ops and XLA functions)."""
-    return compatibility_report(graph_ops(export_dir), xla=bool(xla_functions(export_dir)))
+    saved = _read_saved_model(export_dir)
+    return compatibility_report(_ops(saved), xla=bool(_xla_functions(saved)))
 
 
 def newest_common_release(reports: Mapping[str, Mapping]) -> ServingRelease:
