@@ -11,6 +11,11 @@ other worker runs in-process tests. A module that uses the shared helpers that s
 joins that group without a mark; any other test file needs no mark unless it starts long-lived
 processes itself (a short child such as ``verify``'s fresh-process check does not count).
 
+The processes the tests start (recipe runs, training workers) mostly use ``tests/warm.py``'s
+launcher in place of ``sys.executable``: each pytest worker starts a zygote that has imported
+TensorFlow and bigkeras, and forks it per command, which saves the ~6 CPU-seconds of imports per
+process. Tests that measure a process's memory, or name its pid, start the interpreter itself.
+
 Fixtures shared by every file (session-scoped: built once per worker, on first use):
 ``minilm_dir``, ``minilm`` and ``minilm_tokenizer``, the all-MiniLM-L6-v2 checkpoint.
 """

@@ -20,6 +20,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from tests import warm
+
 DEFAULT_LENGTH = 8  # for variable sequence axes
 DEFAULT_SIDE = 32  # for variable image axes
 
@@ -167,6 +169,8 @@ def prepare_reviews_on_beam(tmp: Path):
 def run_recipes_smoke(tmp: Path, names, *, via_cli: str, extra_flags=None, timeout: int = 600):
     """Run each recipe with ``--smoke`` in a subprocess, two at a time, into ``tmp``.
 
+    The subprocesses start through ``tests/warm.py``'s launcher: forked with TensorFlow imported.
+
     ``via_cli`` runs as ``bigkeras train NAME``, the others as ``python recipes/NAME.py``.
 
     Returns:
@@ -182,7 +186,7 @@ def run_recipes_smoke(tmp: Path, names, *, via_cli: str, extra_flags=None, timeo
                  *(extra_flags or {}).get(name, [])]
         script = ["-m", "bigkeras.cli", "train", name] if name == via_cli else [str(ROOT / "recipes" / f"{name}.py")]
         start = time.perf_counter()
-        proc = subprocess.run([sys.executable, *script, *flags], cwd=tmp, env=env, capture_output=True,
+        proc = subprocess.run([warm.python(), *script, *flags], cwd=tmp, env=env, capture_output=True,
                               text=True, timeout=timeout)
         print(f"{name}: {time.perf_counter() - start:.0f} s")
         return name, (proc, run_dir)

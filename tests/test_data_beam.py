@@ -23,6 +23,7 @@ import pytest
 from bigkeras import bits, data
 from bigkeras.data import beam
 from bigkeras.data.base import DataFileError
+from tests.cluster import PYTHON
 from tests.helpers import ROOT, SMOKE_EXPORT_FLAGS, TWO_WORKERS, write_tsv
 
 # Beam worker processes and recipe runs: one unit with the other process-starting tests (tests/conftest.py).
@@ -209,7 +210,7 @@ def recipe_bert_features(texts):
 
 def test_cli_prepare_in_process_and_strict_exit(tmp_path):
     (tmp_path / "a.txt").write_bytes(b"one\ntwo \xff\n")
-    base = [sys.executable, "-m", "bigkeras.cli", "prepare", str(tmp_path / "out"), "--split",
+    base = [PYTHON, "-m", "bigkeras.cli", "prepare", str(tmp_path / "out"), "--split",
             f"train={tmp_path / 'a.txt'}", "--in-process", "--num-shards", "2"]
     ok = subprocess.run(base, capture_output=True, text=True, env=ENV, timeout=300, cwd=ROOT)
     assert ok.returncode == 0, ok.stderr
@@ -273,7 +274,7 @@ def test_reviews_on_beam_equal_the_recipe_preparation_as_a_set(reviews_prepared)
 
 
 def run_recipe(name: str, tmp: Path, *flags) -> dict:
-    command = [sys.executable, str(ROOT / "recipes" / f"{name}.py"), "--smoke", "--run-dir", str(tmp / "run"),
+    command = [PYTHON, str(ROOT / "recipes" / f"{name}.py"), "--smoke", "--run-dir", str(tmp / "run"),
                "--export-dir", str(tmp / "export"), *SMOKE_EXPORT_FLAGS, *flags]
     proc = subprocess.run(command, capture_output=True, text=True, env=ENV, timeout=900, cwd=tmp)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]

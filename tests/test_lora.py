@@ -15,6 +15,7 @@ from bigkeras.models.gpt import gpt
 from bigkeras.serving import export_saved_model, preprocessed_text_signatures, publish_saved_model
 from bigkeras.serving.deploy import deployable
 from bigkeras.training import TrainConfig, train
+from tests.cluster import PYTHON
 
 SHAPE = {"vocab_size": 64, "num_layers": 2, "hidden_dim": 32, "num_heads": 4, "intermediate_dim": 48,
          "sequence_length": 16, "dropout": 0.0}  # fmt: skip
@@ -190,7 +191,7 @@ def test_lora_trains_under_mirrored_strategy_on_two_cpu_replicas(tmp_path):
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, "-c", MIRRORED, str(tmp_path)], capture_output=True, text=True,
+    proc = subprocess.run([PYTHON, "-c", MIRRORED, str(tmp_path)], capture_output=True, text=True,
                           timeout=300)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = json.loads(proc.stdout.strip().splitlines()[-1])

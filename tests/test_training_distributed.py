@@ -15,8 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.cluster import PYTHON
+
 ROOT = Path(__file__).resolve().parents[1]
-WORKER = [sys.executable, str(ROOT / "tests" / "training_worker.py")]
+WORKER = [PYTHON, str(ROOT / "tests" / "training_worker.py")]
 TIMEOUT = 300  # seconds: a hung collective fails the test instead of the suite
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from bigkeras.training import cluster_config
 from bigkeras.training.cluster_config import PeersUnreachableError, TFConfigError
-from tests.cluster import ROOT, Cluster, free_ports
+from tests.cluster import PYTHON, ROOT, Cluster, free_ports
 
 FORM = r"Expected the form \{\"cluster\": \{\"worker\": \[\"host1:2222\""
 
@@ -89,7 +89,7 @@ def test_a_peer_that_never_answers_is_named_within_the_deadline():
 def test_a_worker_whose_peer_never_starts_stops_within_the_deadline_naming_it(tmp_path):
     ports = free_ports(2)
     deadline = 5
-    cmd = [sys.executable, str(ROOT / "tests" / "training_worker.py"), "--run-dir", str(tmp_path / "run"),
+    cmd = [PYTHON, str(ROOT / "tests" / "training_worker.py"), "--run-dir", str(tmp_path / "run"),
            "--weights", str(tmp_path / "w.npz"), "--strategy", "multi_worker", "--epochs", "1"]
     with Cluster(tmp_path) as cluster:
         start = time.monotonic()
@@ -123,7 +123,7 @@ def test_workers_that_found_different_backups_stop_instead_of_training_apart(tmp
                                                    tensorboard=False, verbose=0))
     ports = free_ports(2)
     with Cluster(tmp_path) as cluster:
-        workers = [cluster.start(f"worker{i}", [sys.executable, str(ROOT / "tests" / "training_worker.py"),
+        workers = [cluster.start(f"worker{i}", [PYTHON, str(ROOT / "tests" / "training_worker.py"),
                                                 "--run-dir", str(tmp_path / name), "--weights", str(tmp_path / f"{i}.npz"),
                                                 "--strategy", "multi_worker", "--epochs", "3"],
                                  json.dumps(_config(ports, i)))

@@ -16,14 +16,15 @@ import pytest
 import tensorflow as tf
 
 from bigkeras.training import TrainConfig, runs, train
+from tests.cluster import PYTHON
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 300
 
 
-def command(run_dir, weights, history, delay=0.0):
+def command(run_dir, weights, history, delay=0.0, python=PYTHON):
     return [
-        sys.executable, str(ROOT / "tests" / "training_worker.py"),
+        python, str(ROOT / "tests" / "training_worker.py"),
         "--run-dir", str(run_dir), "--weights", str(weights), "--history", str(history),
         "--strategy", "default", "--batch-size", "16", "--epochs", "5", "--steps-per-epoch", "4",
         "--step-delay", str(delay),
@@ -59,8 +60,8 @@ def test_sigkill_after_the_second_checkpoint_then_resume_matches_an_uninterrupte
     # backup is on disk.
     run_dir = tmp_path / "killed"
     cmd = command(run_dir, tmp_path / "resumed.npz", tmp_path / "resumed.json", delay=0.25)
-    with open(tmp_path / "first.log", "w") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    with open(tmp_path / "first.log", "w") as log:  # the interpreter itself: the SIGKILL lands on the trainer
+        proc = subprocess.Popen([sys.executable, *cmd[1:]], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
         deadline = time.monotonic() + TIMEOUT
         while backed_up_epoch(run_dir) < 2 and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -175,7 +176,8 @@ def test_a_resume_with_another_model_or_settings_stops_with_how_to_start_fresh(t
 @pytest.mark.processes
 def test_a_second_run_in_the_same_run_dir_stops_at_once(tmp_path):
     run_dir = tmp_path / "run"
-    first = command(run_dir, tmp_path / "first.npz", tmp_path / "first.json", delay=0.5)
+    # The interpreter itself: the error names the lock holder's pid, proc.pid.
+    first = command(run_dir, tmp_path / "first.npz", tmp_path / "first.json", delay=0.5, python=sys.executable)
     with open(tmp_path / "first.log", "w") as log:
         proc = subprocess.Popen(first, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
                                 env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
