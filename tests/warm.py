@@ -264,6 +264,20 @@ def _reopen_streams(io, unbuffered: bool) -> None:
 
 
 _launcher = None
+_socket_path = None
+
+
+def wait_ready(timeout: float) -> bool:
+    """Whether this process's zygote is listening (it imports for a few seconds), waiting up to ``timeout`` s."""
+    import time
+
+    python()
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(_socket_path):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
 
 
 def python() -> str:
@@ -272,7 +286,7 @@ def python() -> str:
     The zygote is stopped (with any monitor still running) when this process exits; until it has
     imported everything (a few seconds), launchers run the real interpreter.
     """
-    global _launcher
+    global _launcher, _socket_path
     if _launcher is None:
         import atexit
         import shutil
@@ -280,7 +294,7 @@ def python() -> str:
         import tempfile
 
         folder = tempfile.mkdtemp(prefix="bigkeras-warm-")
-        socket_path = os.path.join(folder, "zygote.sock")
+        socket_path = _socket_path = os.path.join(folder, "zygote.sock")
         with open(os.path.join(folder, "zygote.log"), "wb") as log:
             zygote = subprocess.Popen([sys.executable, os.path.abspath(__file__), socket_path], stdin=subprocess.DEVNULL,
                                       stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
