@@ -15,6 +15,8 @@ The processes the tests start (recipe runs, training workers) mostly use ``tests
 launcher in place of ``sys.executable``: each pytest worker starts a zygote that has imported
 TensorFlow and bigkeras, and forks it per command, which saves the ~6 CPU-seconds of imports per
 process. Tests that measure a process's memory, or name its pid, start the interpreter itself.
+``verify``'s fresh process runs the same way (``BIGKERAS_VERIFY_PYTHON``), from a zygote that has
+run only the imports of ``verify_child.py`` (Keras and bigkeras unimportable).
 
 Fixtures shared by every file (session-scoped: built once per worker, on first use):
 ``minilm_dir``, ``minilm`` and ``minilm_tokenizer``, the all-MiniLM-L6-v2 checkpoint.
@@ -53,6 +55,11 @@ def pytest_configure(config):
     )
     if getattr(config.option, "loadgroup", False):  # an xdist worker under --dist loadgroup
         config.pluginmanager.register(_GroupSuffix(), "bigkeras-xdist-group-suffix")
+    if os.environ.get("PYTEST_XDIST_WORKER") or not getattr(config.option, "numprocesses", None):  # runs tests
+        from tests import warm
+
+        # verify()'s fresh process, in this process and every one it starts: forked with TensorFlow imported.
+        os.environ.setdefault("BIGKERAS_VERIFY_PYTHON", warm.python("verify"))
 
 
 class _GroupSuffix:

@@ -201,3 +201,20 @@ def test_exports_carry_their_compatibility_report_and_scalar_inputs_are_found(ex
     # Server-side batching concatenates inputs along their first axis; a scalar has none.
     assert unbatchable_inputs(gpt) == ["generate/max_new_tokens", "serving_default/max_new_tokens"]  # Keras aliases it
     assert unbatchable_inputs(cnn) == []
+
+
+def test_verify_runs_the_interpreter_that_bigkeras_verify_python_names(exports, tmp_path, monkeypatch):
+    import sys
+
+    _, _, path = exports["cnn"]
+    marker = tmp_path / "ran"
+    wrapper = tmp_path / "python"  # another environment's interpreter, as a user would name it
+    wrapper.write_text(f"#!/bin/sh\necho \"$@\" > {marker}\nexec {sys.executable} \"$@\"\n")
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("BIGKERAS_VERIFY_PYTHON", str(wrapper))
+    assert verify(path).imported == []  # the export's own expected outputs
+    assert "verify_child.py" in marker.read_text()
+    for bad in ("python3", str(tmp_path / "missing"), str(marker)):  # relative, absent, not executable
+        monkeypatch.setenv("BIGKERAS_VERIFY_PYTHON", bad)
+        with pytest.raises(ValueError, match="BIGKERAS_VERIFY_PYTHON=.* must be the absolute path of an executable"):
+            verify(path)

@@ -78,6 +78,13 @@ def _state(pid: int) -> str:
         return "Z"
 
 
+def test_the_verify_zygote_has_tensorflow_and_neither_keras_nor_bigkeras():
+    assert warm.wait_ready(180, "verify")
+    code = ("import sys; print(sorted(m for m, mod in sys.modules.items() if m.split('.')[0] in "
+            "('keras', 'tf_keras', 'bigkeras') and mod is not None), 'tensorflow' in sys.modules)")
+    assert run(warm.python("verify"), "-c", code).stdout.strip() == "[] True"
+
+
 def test_what_the_fork_would_get_wrong_runs_the_real_interpreter(launcher, tmp_path):
     other_env = {**os.environ, "KERAS_BACKEND": "numpy"}  # read while importing keras: the zygote's is tensorflow
     assert run(launcher, "-c", FORKED, env=other_env).stdout.strip() == "fresh"

@@ -36,8 +36,14 @@ import sys
 IMPORT_ENV = ("PYTHONPATH", "PYTHONHASHSEED", "PYTHONWARNINGS", "PYTHONDONTWRITEBYTECODE", "KERAS_BACKEND",
               "KERAS_HOME", "TF_CPP_MIN_LOG_LEVEL", "TF_CPP_MAX_VLOG_LEVEL", "TF_ENABLE_ONEDNN_OPTS",
               "TF_USE_LEGACY_KERAS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "CUDA_VISIBLE_DEVICES")
-PRELOAD = ("tensorflow", "keras", "keras_hub", "tensorflow_text", "bigkeras", "bigkeras.recipe", "bigkeras.serving",
-           "bigkeras.training", "bigkeras.data", "bigkeras.checkpoints")
+# What each kind of zygote imports: "bigkeras" for recipes and training workers; "verify" for
+# ``verify``'s process (BIGKERAS_VERIFY_PYTHON): the top of verify_child.py, which makes Keras and
+# bigkeras unimportable and imports TensorFlow, so its forks import neither, as a fresh one would not.
+PRELOAD = {"bigkeras": ("tensorflow", "keras", "keras_hub", "tensorflow_text", "bigkeras", "bigkeras.recipe",
+                        "bigkeras.serving", "bigkeras.training", "bigkeras.data", "bigkeras.checkpoints"),
+           "verify": ()}
+VERIFY_CHILD = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bigkeras", "serving",
+                            "verify_child.py")
 MAX_MESSAGE = 16 << 20  # bytes: argv + environment
 POLL_SECONDS = 0.05
 _COMMAND = False  # True in a forked command (not in the zygote or a monitor)
@@ -94,11 +100,14 @@ def launch(socket_path: str, real_python: str) -> None:
 # ----------------------------------------------------------------------------- zygote
 
 
-def serve(socket_path: str) -> None:
-    """Import ``PRELOAD``, then fork one process per launcher that connects to ``socket_path``."""
-    import importlib
+def serve(socket_path: str, kind: str) -> None:
+    """Import ``PRELOAD[kind]``, then fork one process per launcher that connects to ``socket_path``."""
+    import importlib.util
 
-    for name in PRELOAD:
+    if kind == "verify":
+        spec = importlib.util.spec_from_file_location("verify_child_preload", VERIFY_CHILD)
+        spec.loader.exec_module(importlib.util.module_from_spec(spec))
+    for name in PRELOAD[kind]:
         importlib.import_module(name)
     from tensorflow.python.eager import context
 
@@ -263,40 +272,41 @@ def _reopen_streams(io, unbuffered: bool) -> None:
     sys.stderr = sys.__stderr__ = stream(2, "wb")
 
 
-_launcher = None
-_socket_path = None
+_launchers = {}  # kind -> (launcher path, socket path)
 
 
-def wait_ready(timeout: float) -> bool:
-    """Whether this process's zygote is listening (it imports for a few seconds), waiting up to ``timeout`` s."""
+def wait_ready(timeout: float, kind: str = "bigkeras") -> bool:
+    """Whether this process's zygote of ``kind`` is listening (it imports for a few seconds), waiting up to
+    ``timeout`` s."""
     import time
 
-    python()
+    python(kind)
     deadline = time.monotonic() + timeout
-    while not os.path.exists(_socket_path):
+    while not os.path.exists(_launchers[kind][1]):
         if time.monotonic() > deadline:
             return False
         time.sleep(0.1)
     return True
 
 
-def python() -> str:
-    """The launcher to use in place of ``sys.executable``, starting this process's zygote on first use.
+def python(kind: str = "bigkeras") -> str:
+    """The launcher to use in place of ``sys.executable``, starting this process's zygote of ``kind``
+    (a key of ``PRELOAD``) on first use.
 
     The zygote is stopped (with any monitor still running) when this process exits; until it has
     imported everything (a few seconds), launchers run the real interpreter.
     """
-    global _launcher, _socket_path
-    if _launcher is None:
+    if kind not in _launchers:
         import atexit
         import shutil
         import subprocess
         import tempfile
 
-        folder = tempfile.mkdtemp(prefix="bigkeras-warm-")
-        socket_path = _socket_path = os.path.join(folder, "zygote.sock")
+        folder = tempfile.mkdtemp(prefix=f"bigkeras-warm-{kind}-")
+        socket_path = os.path.join(folder, "zygote.sock")
         with open(os.path.join(folder, "zygote.log"), "wb") as log:
-            zygote = subprocess.Popen([sys.executable, os.path.abspath(__file__), socket_path], stdin=subprocess.DEVNULL,
+            zygote = subprocess.Popen([sys.executable, os.path.abspath(__file__), socket_path, kind],
+                                      stdin=subprocess.DEVNULL,
                                       stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
         def stop():
@@ -305,9 +315,9 @@ def python() -> str:
             shutil.rmtree(folder, ignore_errors=True)
 
         atexit.register(stop)
-        _launcher = write_launcher(os.path.join(folder, "python"), socket_path)
-    return _launcher
+        _launchers[kind] = (write_launcher(os.path.join(folder, "python"), socket_path), socket_path)
+    return _launchers[kind][0]
 
 
 if __name__ == "__main__":
-    serve(sys.argv[1])
+    serve(sys.argv[1], sys.argv[2])

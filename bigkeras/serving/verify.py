@@ -1,6 +1,9 @@
 """Parity check of an export the way TF Serving runs it, in a fresh process without Keras or bigkeras.
 
-``verify(path)`` runs ``verify_child.py`` with ``sys.executable``. The child lists the graph's
+``verify(path)`` runs ``verify_child.py`` with ``sys.executable``, or with the interpreter that
+``$BIGKERAS_VERIFY_PYTHON`` names (another environment's Python, e.g. one with the TensorFlow of
+the TF Serving release you deploy on; it needs numpy, tensorflow and tensorflow-serving-api,
+and tensorflow-text for text exports). The child lists the graph's
 ops (loading TF Text's kernels only when they are needed), loads the SavedModel with the TF1
 loader into a session (variables restored, init op run, as the model server does), checks that
 every tensor each SignatureDef names exists, runs every signature on the stored example
@@ -24,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 CHILD = pathlib.Path(__file__).with_name("verify_child.py")
+PYTHON_VARIABLE = "BIGKERAS_VERIFY_PYTHON"
 # TensorFlow's own start-up lines (absl/glog: "I0000 00:00:...", "WARNING: All log messages ..."), not the error.
 _TF_LOG_LINE = re.compile(r"^([IWE]\d{4} \d\d:\d\d:|WARNING: All log messages before absl)")
 
@@ -79,6 +83,7 @@ def verify(
             graph needs ops neither TensorFlow nor TF Text provides, or the child crashed.
         IncompatibleRelease: ``tf_serving`` lacks ops the export needs (the message names
             them and the first release that has each).
+        ValueError: ``$BIGKERAS_VERIFY_PYTHON`` is set but is not an executable's absolute path.
 
     Example:
         >>> report = verify("saved_models/cnn/1")
@@ -93,6 +98,7 @@ def verify(
         raise FileNotFoundError(f"`path` must be a SavedModel version directory; {path}/saved_model.pb is missing.")
     if tf_serving is not None:
         compat.release(tf_serving)  # a bad release name fails before the child runs
+    python = child_python()
     with tempfile.TemporaryDirectory() as tmp:
         expected_path = path / WARMUP_DIR / EXPECTED_FILE
         if expected is not None:
@@ -102,7 +108,7 @@ def verify(
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
         try:
             proc = subprocess.run(
-                [sys.executable, os.fspath(CHILD), os.fspath(path), os.fspath(expected_path), str(atol), str(rtol)],
+                [python, os.fspath(CHILD), os.fspath(path), os.fspath(expected_path), str(atol), str(rtol)],
                 capture_output=True, text=True, timeout=timeout, env=env,
             )
         except subprocess.TimeoutExpired as err:
@@ -122,3 +128,14 @@ def verify(
     if tf_serving is not None:
         compat.check_release(report["compatibility"], tf_serving)
     return VerifyReport(**{k: report[k] for k in VerifyReport.__dataclass_fields__})
+
+
+def child_python() -> str:
+    """The interpreter of the verify process: ``$BIGKERAS_VERIFY_PYTHON`` if set, else ``sys.executable``."""
+    value = os.environ.get(PYTHON_VARIABLE, "")
+    if not value:
+        return sys.executable
+    if not os.path.isabs(value) or not os.path.isfile(value) or not os.access(value, os.X_OK):
+        raise ValueError(f"{PYTHON_VARIABLE}={value!r} must be the absolute path of an executable Python "
+                         "interpreter (unset it to use this one).")
+    return value
