@@ -9,7 +9,9 @@ per-channel scales). The trained model is left as it was.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import gc
 import warnings
 
 import keras
@@ -53,12 +55,27 @@ def deployable(model: keras.Model, *, quantize: str | None = None) -> keras.Mode
     for target, weight in zip(fresh.weights, source):
         target.assign(merged.get(id(weight), weight))
     if quantize:
-        with warnings.catch_warnings():  # Keras warns once per layer kind it leaves in float
+        with warnings.catch_warnings(), _collections_of_new_objects_only():
+            # Keras warns once per layer kind it leaves in float
             warnings.filterwarnings("ignore", "Layer .* does not have a `quantize` method", UserWarning)
             fresh.quantize(config=_quantization_config(quantize))
     if model.compiled:  # the copy evaluates like the original (loss, metrics)
         fresh.compile_from_config(model.get_compile_config())
     return fresh
+
+
+@contextlib.contextmanager
+def _collections_of_new_objects_only():
+    """Keras' ``Layer.__delattr__`` runs a full ``gc.collect()`` for every kernel that ``quantize``
+    replaces: in a process holding many objects that is seconds per layer. Frozen (``gc.freeze``),
+    the objects that existed before are skipped by those collections; one full collection at the
+    end frees what they kept (the float kernels, if a cycle held them)."""
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+        gc.collect()
 
 
 def _quantization_config(method: str):
