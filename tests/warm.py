@@ -113,6 +113,9 @@ def serve(socket_path: str, kind: str) -> None:
 
     if context.context_safe() is not None and context.context()._context_handle is not None:
         raise RuntimeError("importing the preloads started TensorFlow's runtime: forking it would not be safe")
+    import gc
+
+    gc.freeze()  # what the imports made: the forks' collections skip it (and do not copy its pages)
     env = {k: os.environ.get(k) for k in IMPORT_ENV}
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(socket_path + ".new")
