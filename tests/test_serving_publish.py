@@ -8,7 +8,6 @@ never replaces (``renameat2(RENAME_NOREPLACE)``), and only then named in ``model
 import json
 import os
 import subprocess
-import sys
 import textwrap
 import time
 
@@ -19,6 +18,7 @@ import bigkeras
 from bigkeras.serving import VerificationError, export_saved_model, publish_saved_model, verify
 from bigkeras.serving import export as export_lib
 from bigkeras.serving.config import list_versions
+from tests.cluster import PYTHON
 
 INPUTS = np.linspace(-1, 1, 2 * 8 * 8, dtype=np.float32).reshape(2, 8, 8)  # mlp_tiny takes (8, 8)
 
@@ -42,9 +42,8 @@ RACER = textwrap.dedent("""
 @pytest.mark.slow
 def test_two_exports_at_once_end_as_two_versions_each_its_own_model(tmp_path):
     go = tmp_path / "go"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    procs = [subprocess.Popen([sys.executable, "-c", RACER, str(tmp_path), str(seed), str(go)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for seed in (1, 2)]
+    procs = [subprocess.Popen([PYTHON, "-c", RACER, str(tmp_path), str(seed), str(go)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for seed in (1, 2)]
     time.sleep(1.0)
     go.touch()
     outs = []
