@@ -11,7 +11,6 @@ import csv
 import json
 import os
 import subprocess
-import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor

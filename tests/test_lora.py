@@ -191,7 +191,6 @@ print(json.dumps({"replicas": result.model.distribute_strategy.num_replicas_in_s
 @pytest.mark.slow  # a fresh process (the CPU split must come first): about 20 s
 def test_lora_trains_under_mirrored_strategy_on_two_cpu_replicas(tmp_path):
     import subprocess
-    import sys
 
     proc = subprocess.run([PYTHON, "-c", MIRRORED, str(tmp_path)], capture_output=True, text=True,
                           timeout=300)  # fmt: skip

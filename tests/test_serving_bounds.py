@@ -1,8 +1,5 @@
 """Request bounds: stated per signature kind, written into the export, read by the CLI and batching."""
 
-import json
-import shlex
-
 import keras_hub
 import numpy as np
 import pytest

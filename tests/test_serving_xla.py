@@ -15,7 +15,6 @@ from pathlib import Path
 
 import keras
 import keras_hub
-import numpy as np
 import pytest
 
 import bigkeras

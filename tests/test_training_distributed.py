@@ -9,7 +9,6 @@ import os
 import re
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np

@@ -2,7 +2,6 @@
 peers with a deadline before building anything, and name the ones that never answered."""
 
 import json
-import sys
 import threading
 import time
 

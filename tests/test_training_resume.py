@@ -99,8 +99,6 @@ def small(run_dir, **overrides):
 
 
 def backup_weights(run_dir):
-    import keras
-
     from bigkeras import build
 
     model = build("mlp_tiny")
