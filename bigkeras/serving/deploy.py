@@ -69,13 +69,17 @@ def _collections_of_new_objects_only():
     """Keras' ``Layer.__delattr__`` runs a full ``gc.collect()`` for every kernel that ``quantize``
     replaces: in a process holding many objects that is seconds per layer. Frozen (``gc.freeze``),
     the objects that existed before are skipped by those collections; one full collection at the
-    end frees what they kept (the float kernels, if a cycle held them)."""
-    gc.freeze()
+    end frees what they kept (the float kernels, if a cycle held them). A heap the caller froze
+    stays as the caller left it."""
+    ours = gc.get_freeze_count() == 0
+    if ours:
+        gc.freeze()
     try:
         yield
     finally:
-        gc.unfreeze()
-        gc.collect()
+        if ours:
+            gc.unfreeze()
+            gc.collect()
 
 
 def _quantization_config(method: str):
