@@ -47,13 +47,6 @@ def load_weights(path) -> list[np.ndarray]:
         return [f[k] for k in sorted(f.files, key=lambda k: int(k.split("_")[1]))]
 
 
-def max_abs_diff(a: list[np.ndarray], b: list[np.ndarray]) -> float:
-    assert len(a) == len(b), (len(a), len(b))
-    for wa, wb in zip(a, b):
-        assert np.isfinite(wa).all() and np.isfinite(wb).all()
-    return max(float(np.max(np.abs(wa - wb))) for wa, wb in zip(a, b))
-
-
 class Cluster:
     """Processes of one test: each logs to ``<dir>/<name>.log``; all are killed on exit."""
 

@@ -95,13 +95,13 @@ def test_train_unknown_recipe_lists_known_ones():
         cli.main(["train", "nope", "--epochs", "1"])
 
 
-@pytest.mark.slow  # two exports, each verified in a fresh process: about 25 s
 def test_export_quantize_choices_are_the_methods_deployable_takes():
     from bigkeras.serving.deploy import QUANTIZE
 
     assert set(cli.QUANTIZE_METHODS) == set(QUANTIZE) - {None}  # the CLI's copy, kept to stay free of Keras
 
 
+@pytest.mark.slow  # two exports, each verified in a fresh process: about 25 s
 def test_export_quantize_int8_writes_a_smaller_verified_export(tmp_path, capsys):
     code, out = run(capsys, "export", "mlp_mnist", "--base-dir", str(tmp_path), "--name", "f32")
     assert code == 0

@@ -7,14 +7,13 @@ is a fresh process (``tests/training_worker.py``) and the tests compare saved we
 import json
 import os
 import re
-import socket
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.cluster import PYTHON
+from tests.cluster import PYTHON, free_ports, load_weights, tf_config
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = [PYTHON, str(ROOT / "tests" / "training_worker.py")]
@@ -37,22 +36,11 @@ def finish(proc, tmp_path, name):
     return log
 
 
-def load(path):
-    with np.load(path) as f:
-        return [f[k] for k in sorted(f.files, key=lambda k: int(k.split("_")[1]))]
-
-
 def assert_same_weights(a, b, atol):
     assert len(a) == len(b)
     for wa, wb in zip(a, b):
         assert np.isfinite(wa).all() and np.isfinite(wb).all()
         np.testing.assert_allclose(wa, wb, atol=atol, rtol=0)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_two_cpu_replicas_match_one_replica_at_the_same_global_batch(tmp_path):
@@ -63,7 +51,7 @@ def test_two_cpu_replicas_match_one_replica_at_the_same_global_batch(tmp_path):
                  "--strategy", "mirrored", "--cpu-replicas", "2", "--batch-size", "16"], tmp_path, "two")
     finish(one, tmp_path, "one")
     finish(two, tmp_path, "two")
-    a, b = load(tmp_path / "one.npz"), load(tmp_path / "two.npz")
+    a, b = load_weights(tmp_path / "one.npz"), load_weights(tmp_path / "two.npz")
     assert_same_weights(a, b, atol=1e-5)
     config = json.loads((tmp_path / "two" / "config.json").read_text())
     assert config["model"] == "mlp_tiny" and config["train"]["cpu_replicas"] == 2
@@ -79,7 +67,7 @@ def test_two_workers_with_batch_norm_dropout_and_precise_bn_match_two_replicas_a
     Per-replica batch statistics and dropout masks: the one-process run to match splits each
     global batch the same way (two replicas of 16). PreciseBN re-estimates before each validation
     on every worker, so the validation scores (what best.keras is chosen by) match too."""
-    ports = [free_port(), free_port()]
+    addresses = [f"127.0.0.1:{port}" for port in free_ports(2)]
     run_dir = tmp_path / "run"
     common = ["--batch-size", "16", "--epochs", "2", "--precise-bn", "3",
               "--model-kwargs", json.dumps({"batch_norm": True, "dropout": 0.2})]
@@ -87,13 +75,11 @@ def test_two_workers_with_batch_norm_dropout_and_precise_bn_match_two_replicas_a
                     "--history", str(tmp_path / "one.json"), "--strategy", "mirrored", "--cpu-replicas", "2"],
                    tmp_path, "one")]
     for index in range(2):
-        tf_config = {"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
-                     "task": {"type": "worker", "index": index}}
         scratch = tmp_path / f"tmp{index}"
         scratch.mkdir()
         procs.append(start([*common, "--run-dir", str(run_dir), "--weights", str(tmp_path / f"w{index}.npz"),
                             "--history", str(tmp_path / f"w{index}.json")],
-                           tmp_path, f"worker{index}", {"TF_CONFIG": json.dumps(tf_config), "TMPDIR": str(scratch)}))
+                           tmp_path, f"worker{index}", {"TF_CONFIG": tf_config(addresses, index), "TMPDIR": str(scratch)}))
     logs = [finish(proc, tmp_path, name) for proc, name in zip(procs, ["one", "worker0", "worker1"])]
 
     # The chief wrote the run directory; worker 1 wrote into a temporary one, now gone.
@@ -107,7 +93,7 @@ def test_two_workers_with_batch_norm_dropout_and_precise_bn_match_two_replicas_a
     assert "not the chief" not in logs[1]
     assert list((tmp_path / "tmp1").iterdir()) == []
 
-    one, w0, w1 = (load(tmp_path / f"{n}.npz") for n in ("one", "w0", "w1"))
+    one, w0, w1 = (load_weights(tmp_path / f"{n}.npz") for n in ("one", "w0", "w1"))
     assert_same_weights(w0, w1, atol=0)  # PreciseBN gives every worker the same statistics
     assert_same_weights(one, w0, atol=1e-6)
     histories = [json.loads((tmp_path / f"{n}.json").read_text()) for n in ("one", "w0")]
