@@ -32,6 +32,7 @@ def test_a_command_gets_its_argv_cwd_environment_streams_and_exit_status(launche
     assert done.stdout.strip() == f"['-c', 'a', 'b'] {tmp_path} yes {tmp_path}"
     assert done.stderr.strip().endswith("FROM STDIN")
     assert run(launcher, "-c", FORKED).stdout.strip() == "forked"
+    assert run(launcher, "-u", "-c", FORKED).stdout.strip() == "forked"  # -u: unbuffered streams, still forked
 
 
 def test_scripts_and_modules_run_as_main(launcher, tmp_path):

@@ -24,6 +24,7 @@ environment variable that the imports read (``IMPORT_ENV``) differs from the zyg
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import select
@@ -184,10 +185,16 @@ def _kill_group(pid: int) -> None:
         pass
 
 
-def _forkable(request: dict, zygote_env: dict) -> bool:
-    args = request["args"]
+def _program(args: list[str]) -> tuple[bool, list[str]]:
+    """``python``'s arguments as ``(-u given, the rest)``: a script and its arguments, or -c/-m and theirs."""
+    unbuffered = False
     while args and args[0] == "-u":
-        args = args[1:]
+        unbuffered, args = True, args[1:]
+    return unbuffered, args
+
+
+def _forkable(request: dict, zygote_env: dict) -> bool:
+    _, args = _program(request["args"])
     if not args or (args[0].startswith("-") and args[0] not in ("-c", "-m")) or (args[0] in ("-c", "-m") and len(args) < 2):
         return False
     env = request["env"]
@@ -204,7 +211,6 @@ def _normal(name: str, value: str | None):
 def _become(request: dict, fds: list[int]) -> None:
     """In the forked process: take the launcher's streams, namespace, cwd and environment; run."""
     import ctypes
-    import io
     import runpy
     import tempfile
 
@@ -228,11 +234,8 @@ def _become(request: dict, fds: list[int]) -> None:
         for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):
             signal.signal(sig, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        args = list(request["args"])
-        unbuffered = bool(os.environ.get("PYTHONUNBUFFERED"))
-        while args[0] == "-u":
-            unbuffered, args = True, args[1:]
-        _reopen_streams(io, unbuffered)
+        unbuffered, args = _program(request["args"])
+        _reopen_streams(unbuffered or bool(os.environ.get("PYTHONUNBUFFERED")))
         if args[0] == "-c":
             sys.argv = ["-c", *args[2:]]
             sys.path[0] = ""
@@ -258,7 +261,7 @@ def _become(request: dict, fds: list[int]) -> None:
     sys.exit(code)
 
 
-def _reopen_streams(io, unbuffered: bool) -> None:
+def _reopen_streams(unbuffered: bool) -> None:
     """New ``sys.stdin/stdout/stderr`` on fds 0-2, buffered as Python buffers them at start-up."""
     def stream(fd, mode):
         tty = os.isatty(fd)
