@@ -218,3 +218,9 @@ def test_verify_runs_the_interpreter_that_bigkeras_verify_python_names(exports, 
         monkeypatch.setenv("BIGKERAS_VERIFY_PYTHON", bad)
         with pytest.raises(ValueError, match="BIGKERAS_VERIFY_PYTHON=.* must be the absolute path of an executable"):
             verify(path)
+    silent = tmp_path / "not-python"  # an executable that is no Python: exits 0 and prints nothing
+    silent.write_text("#!/bin/sh\nexit 0\n")
+    silent.chmod(0o755)
+    monkeypatch.setenv("BIGKERAS_VERIFY_PYTHON", str(silent))
+    with pytest.raises(VerificationError, match=r"printed no report; is .*not-python a Python with tensorflow\?"):
+        verify(path)

@@ -118,7 +118,11 @@ def verify(
         error = VerificationError(f"verifying {path} failed: {lines[-1] if lines else f'exit status {proc.returncode}'}")
         error.add_note("the verify process's output:\n" + "\n".join(lines)[-3000:])  # shown with the traceback
         raise error
-    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    try:
+        report = json.loads(proc.stdout.strip().splitlines()[-1])
+    except (IndexError, json.JSONDecodeError):
+        raise VerificationError(f"verifying {path}: the verify process ({python} {CHILD.name}) printed no report; "
+                                f"is {python} a Python with tensorflow?") from None
     problems = report["errors"] + report["mismatches"]
     if problems:
         raise VerificationError(f"{path} fails as TF Serving would run it:\n  " + "\n  ".join(problems))
