@@ -13,7 +13,7 @@ from keras.src.legacy.saving import legacy_h5_format
 
 from bigkeras import recipe
 from bigkeras.checkpoints.applications import ARCHS, load_applications, weighted_layers
-from tests.helpers import assert_close
+from tests.helpers import assert_close, perturbed_weights
 
 SMALL = {"ResNet50": (64, 64, 3), "ResNet50V2": (64, 64, 3), "VGG16": (32, 32, 3), "InceptionV3": (75, 75, 3)}
 
@@ -22,12 +22,7 @@ def _reference(arch, *, include_top, input_shape=None, seed=0):
     """``keras.applications.<arch>`` with seeded random values in every weight."""
     kwargs = {"classifier_activation": None} if include_top else {}
     model = getattr(keras.applications, arch)(weights=None, include_top=include_top, input_shape=input_shape, **kwargs)
-    rng = np.random.default_rng(seed)
-    values = []
-    for w in model.weights:
-        value = rng.normal(0.0, 0.05, w.shape).astype("float32") + w.numpy()
-        values.append(np.abs(value) + 0.5 if "variance" in w.name else value)
-    model.set_weights(values)
+    model.set_weights(perturbed_weights(model, seed=seed))
     return model
 
 
@@ -72,7 +67,8 @@ def test_without_top_predictions_equal(arch, tmp_path):
 )
 def test_with_top_predictions_equal(arch, tmp_path):
     ref = _reference(arch, include_top=True)  # 224x224 (299 for Inception), 1000 classes
-    path = _save(ref, tmp_path / f"{arch}.weights.h5")
+    # In the layout of the published files (the ``.weights.h5`` layout: the tests without the top).
+    path = _save(ref, tmp_path / f"{arch.lower()}_weights_tf_dim_ordering_tf_kernels.h5", legacy=True)
     ours = _parity(ref, path, arch, include_top=True, input_shape=None, batch=1)
     assert ours.output_shape == (None, 1000)
 
