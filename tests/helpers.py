@@ -151,6 +151,25 @@ SMOKE_EXPORT_FLAGS = ("--max-batch-size", "8")
 TWO_WORKERS = ["--runner=DirectRunner", "--direct_running_mode=multi_processing", "--direct_num_workers=2"]
 
 
+def prepare_on_beam(config):
+    """``beam.prepare(config, TWO_WORKERS)`` with the worker processes forked warm.
+
+    Beam's DirectRunner starts each worker as ``sys.executable -m apache_beam.runners.worker.sdk_worker_main``
+    (``fn_runner.py``), so ``sys.executable`` is ``tests/warm.py``'s launcher while the pipeline runs:
+    the workers are real processes that skip TensorFlow's import.
+    """
+    import sys
+
+    from bigkeras.data import beam
+
+    warm.wait_ready(120)  # else the launcher runs the real interpreter
+    executable, sys.executable = sys.executable, warm.python()
+    try:
+        return beam.prepare(config, TWO_WORKERS)
+    finally:
+        sys.executable = executable
+
+
 def write_tsv(path: Path, header, rows) -> Path:
     with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f, delimiter="\t")
@@ -179,7 +198,7 @@ def prepare_reviews_on_beam(tmp: Path):
         output=str(tmp / "prepared"), splits={k: [str(tmp / f"{k}.tsv")] for k in ("train", "validation", "test")},
         format="tsv", task="bert", num_shards=4, classes=reviews.class_names, sequence_length=64,
         tokenizer=functools.partial(checkpoints.load_tokenizer, "all-MiniLM-L6-v2"), tokenizer_name="all-MiniLM-L6-v2")
-    return reviews, beam.prepare(config, TWO_WORKERS), tmp / "prepared"
+    return reviews, prepare_on_beam(config), tmp / "prepared"
 
 
 def first_layers_of(checkpoint: Path, target: Path, num_layers: int) -> Path:

@@ -24,7 +24,7 @@ from bigkeras import bits, data
 from bigkeras.data import beam
 from bigkeras.data.base import DataFileError
 from tests.cluster import PYTHON
-from tests.helpers import ROOT, SMOKE_EXPORT_FLAGS, TWO_WORKERS, write_tsv
+from tests.helpers import ROOT, SMOKE_EXPORT_FLAGS, prepare_on_beam, write_tsv
 
 # Beam worker processes and recipe runs: one unit with the other process-starting tests (tests/conftest.py).
 pytestmark = pytest.mark.processes
@@ -294,7 +294,7 @@ def bible_prepared(tmp_path_factory):
     config = beam.PrepareConfig(
         output=str(tmp / "prepared"), splits={k: [str(tmp / f"{k}.txt")] for k in ("train", "validation", "test")},
         task="gpt", vocabulary="bpe", vocabulary_size=512, sample_size=50_000, sequence_length=128, num_shards=4)
-    return bible, beam.prepare(config, TWO_WORKERS), tmp / "prepared"
+    return bible, prepare_on_beam(config), tmp / "prepared"
 
 
 @pytest.mark.slow

@@ -2,6 +2,7 @@
 
 Hostile requests through the server's session path: ``test_serving_session.py``."""
 
+import dataclasses
 import json
 
 import keras
@@ -28,7 +29,7 @@ from bigkeras.serving import compatibility
 from bigkeras.serving.batching import unbatchable_inputs
 from bigkeras.serving.bounds import bucket_sizes, load_bounds
 from bigkeras.serving.config import model_server_config
-from bigkeras.serving.signatures import gpt_signatures
+from bigkeras.serving.signatures import gpt_signatures, traced
 
 CLASSES = ["cat", "dog", "eel"]
 SENTENCES = ["the caf\u00e9\u2019s \u201ccat\u201d sat on the mat",  # non-ASCII first: warmup and build use it
@@ -224,3 +225,28 @@ def test_verify_runs_the_interpreter_that_bigkeras_verify_python_names(exports, 
     monkeypatch.setenv("BIGKERAS_VERIFY_PYTHON", str(silent))
     with pytest.raises(VerificationError, match=r"printed no report; is .*not-python a Python with tensorflow\?"):
         verify(path)
+
+
+def test_traced_signatures_trace_once_across_row_counts_and_export_the_same_answers(tmp_path):
+    model = bigkeras.build("cnn_tiny")
+    images = np.random.default_rng(3).integers(0, 256, size=(4, *model.inputs[0].shape[1:]), dtype=np.uint8)
+    plain = image_classifier_signatures(model, class_names=CLASSES, examples=images)["serving_default"]
+    traces = []
+
+    def counting(images):  # Python runs only while tracing
+        traces.append(1)
+        return plain.fn(images=images)
+
+    sig = traced({"serving_default": dataclasses.replace(plain, fn=counting)})["serving_default"]
+    for rows in (4, 1, 3):
+        got = sig(images=tf.constant(images[:rows], tf.float32))
+        np.testing.assert_allclose(got["logits"].numpy(), model(images[:rows].astype("float32")).numpy(), atol=1e-5)
+    assert len(traces) == 1
+    export = export_saved_model(model, "traced", base_dir=tmp_path, signatures={"serving_default": sig})
+    assert export.name == "1"  # export_saved_model verified it against the Keras model
+
+    def renamed(pictures):
+        return plain.fn(images=pictures)
+
+    with pytest.raises(ValueError, match=r"takes \['pictures'\], but its inputs are \['images'\]"):
+        traced({"s": dataclasses.replace(plain, fn=renamed)})

@@ -108,6 +108,34 @@ def compiling() -> tuple[int, ...] | None:
     return getattr(_COMPILING, "buckets", None)
 
 
+def traced(signatures: Mapping[str, Signature]) -> dict[str, Signature]:
+    """``signatures`` with each ``fn`` run as one ``tf.function`` of its input specs.
+
+    Calling a signature eagerly (a recipe's samples or scores) then runs the graph TF Serving
+    runs, and ``export_saved_model`` reuses that trace instead of tracing again (for
+    ``generate``, a while loop over the whole model: seconds). Traced once per mode: the
+    executor's, and the XLA one inside ``compiled_model_calls``.
+    """
+    import inspect
+
+    def graph(sig: Signature) -> Signature:
+        names = list(inspect.signature(sig.fn).parameters)
+        if sorted(names) != sorted(sig.inputs):
+            raise ValueError(f"a signature's function takes {names}, but its inputs are {sorted(sig.inputs)}")
+        spec = [sig.inputs[name] for name in names]
+        per_mode = {}
+
+        def fn(**inputs):
+            mode = compiling()
+            if mode not in per_mode:
+                per_mode[mode] = tf.function(sig.fn, input_signature=spec, autograph=False)
+            return per_mode[mode](**inputs)
+
+        return dataclasses.replace(sig, fn=fn)
+
+    return {name: graph(sig) for name, sig in signatures.items()}
+
+
 def call_model(model, features):
     """``model(features, training=False)``; XLA-compiled on bucket-padded rows inside ``compiled_model_calls``."""
     buckets = compiling()
