@@ -19,7 +19,8 @@ process. Tests that measure a process's memory, or name its pid, start the inter
 run only the imports of ``verify_child.py`` (Keras and bigkeras unimportable).
 
 Fixtures shared by every file (session-scoped: built once per worker, on first use):
-``minilm_dir``, ``minilm`` and ``minilm_tokenizer``, the all-MiniLM-L6-v2 checkpoint.
+``minilm_dir``, ``minilm`` and ``minilm_tokenizer``, the all-MiniLM-L6-v2 checkpoint;
+``minilm_2_layers``, its first two layers; ``reviews_prepared``, the reviews on Beam.
 """
 
 import gc
@@ -179,10 +180,20 @@ def minilm_tokenizer(minilm_dir):
 
 
 @pytest.fixture(scope="session")
-def reviews_prepared(tmp_path_factory):
-    """The reviews splits prepared on Beam with 2 worker processes (``helpers.prepare_reviews_on_beam``):
-    tests/test_data_beam.py compares them with the recipe's own preparation, and
-    tests/test_recipes.py trains reviews_minilm from them."""
+def minilm_2_layers(minilm_dir, tmp_path_factory):
+    """all-MiniLM-L6-v2 cut to its first 2 of 6 layers (``helpers.first_layers_of``): the published
+    weights of those, its tokenizer and pooling files. The reviews_minilm recipe runs (smoke, two
+    hosts) use it: the same loading, LoRA, export and verify paths at a third of the compute."""
+    from tests.helpers import first_layers_of
+
+    return first_layers_of(minilm_dir, tmp_path_factory.mktemp("checkpoints") / "minilm-2-layers", 2)
+
+
+@pytest.fixture(scope="session")
+def reviews_prepared(tmp_path_factory, minilm_2_layers):
+    """The reviews splits prepared on Beam with 2 worker processes (``helpers.prepare_reviews_on_beam``)
+    with the checkpoint's tokenizer: tests/test_data_beam.py compares them with the recipe's own
+    preparation, and tests/test_recipes.py trains reviews_minilm from them."""
     from tests.helpers import prepare_reviews_on_beam
 
-    return prepare_reviews_on_beam(tmp_path_factory.mktemp("reviews"))
+    return prepare_reviews_on_beam(tmp_path_factory.mktemp("reviews"), checkpoint=str(minilm_2_layers))

@@ -178,8 +178,9 @@ def write_tsv(path: Path, header, rows) -> Path:
     return path
 
 
-def prepare_reviews_on_beam(tmp: Path):
-    """The splits reviews_minilm trains on, written as TSV and prepared on Beam (2 processes).
+def prepare_reviews_on_beam(tmp: Path, checkpoint: str = "all-MiniLM-L6-v2"):
+    """The splits reviews_minilm trains on, written as TSV and prepared on Beam (2 processes) with
+    ``checkpoint``'s tokenizer (the name its ``--checkpoint`` flag will give).
 
     Returns:
         ``(the recipe's reviews Data, the Beam manifest, the prepared folder)``.
@@ -197,7 +198,7 @@ def prepare_reviews_on_beam(tmp: Path):
     config = beam.PrepareConfig(
         output=str(tmp / "prepared"), splits={k: [str(tmp / f"{k}.tsv")] for k in ("train", "validation", "test")},
         format="tsv", task="bert", num_shards=4, classes=reviews.class_names, sequence_length=64,
-        tokenizer=functools.partial(checkpoints.load_tokenizer, "all-MiniLM-L6-v2"), tokenizer_name="all-MiniLM-L6-v2")
+        tokenizer=functools.partial(checkpoints.load_tokenizer, checkpoint), tokenizer_name=checkpoint)
     return reviews, prepare_on_beam(config), tmp / "prepared"
 
 

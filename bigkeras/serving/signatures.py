@@ -402,7 +402,8 @@ def gpt_signatures(
             holds a ``max_length`` cache, so this bounds the rows. Default 256 MiB.
 
     Returns:
-        ``{"generate": Signature}``: inputs ``prompt`` string ``(batch,)`` and
+        ``{"generate": Signature}``, ``traced`` (the decode loop is traced once, not per call
+        shape and again for the export): inputs ``prompt`` string ``(batch,)`` and
         ``max_new_tokens`` int32 scalar in ``[1, max_length)``; outputs ``completion`` string
         ``(batch,)`` and ``completion_ids`` int32 ``(batch, max_new_tokens)`` (0 after a stop).
         A scalar input means REST clients use the columnar form (``{"inputs": ...}``).
@@ -473,7 +474,7 @@ def gpt_signatures(
     # One max_new_tokens per prompt-width bucket: the XLA loop compiles once per bucket (and row count).
     widths = range(PROMPT_BUCKET, -(-(max_length - 1) // PROMPT_BUCKET) * PROMPT_BUCKET + 1, PROMPT_BUCKET)
     variants = tuple({"max_new_tokens": np.array(max_length - w if w < max_length else 1, np.int32)} for w in widths)
-    return {"generate": Signature(generate, inputs, example, (model, tokenizer), bounds, variants)}
+    return traced({"generate": Signature(generate, inputs, example, (model, tokenizer), bounds, variants)})
 
 
 def default_signatures(model: keras.Model, *, class_names: Sequence[str] | None = None) -> dict[str, Signature]:
