@@ -47,7 +47,7 @@ from bigkeras import bits, data  # noqa: E402
 from bigkeras.data.bpe import byte_lengths, byte_pair_tokenizer  # noqa: E402
 from bigkeras.generation import SeededTopPSampler  # noqa: E402
 from bigkeras.serving import deployable  # noqa: E402
-from bigkeras.serving.signatures import gpt_signatures  # noqa: E402
+from bigkeras.serving.signatures import gpt_signatures, traced  # noqa: E402
 from bigkeras.training import train  # noqa: E402
 
 CONTEXT = 128  # tokens per training window
@@ -121,12 +121,12 @@ details.update(vocabulary_size=tokenizer.vocabulary_size(), parameters=result.mo
 deployed = deployable(result.model, quantize=args.quantize)  # the model itself unless --quantize
 if args.quantize:
     details["int8_test_bits_per_byte"] = round(bits_per_byte(deployed, "test"), 4)
-# The signature runs as the graph TF Serving runs (gpt_signatures traces it once, for samples.json,
-# the export's parity records and the export): called eagerly, keras-hub's tokenizer would run the
-# `tokenizers` library, whose detokenize differs from the graph's on ids that stop inside a UTF-8
-# character (U+FFFD or nothing, not the raw byte).
-signatures = gpt_signatures(deployed, tokenizer, max_length=CONTEXT, sampler=SeededTopPSampler(p=args.top_p),
-                            examples=PROMPTS)
+# Called eagerly, keras-hub's tokenizer runs the `tokenizers` library, whose detokenize differs from
+# the graph's on ids that stop inside a UTF-8 character (U+FFFD or nothing, not the raw byte): run
+# the signature as the graph TF Serving runs (`traced`: one trace for samples.json, the export's
+# parity records and the export itself).
+signatures = traced(gpt_signatures(deployed, tokenizer, max_length=CONTEXT, sampler=SeededTopPSampler(p=args.top_p),
+                                   examples=PROMPTS))
 completions = signatures["generate"](prompt=np.array(PROMPTS, dtype=object), max_new_tokens=np.int32(96))
 samples = [{"prompt": p, "completion": c.decode("utf-8", "replace")}
            for p, c in zip(PROMPTS, completions["completion"].numpy())]

@@ -25,7 +25,7 @@ import tensorflow as tf
 
 from bigkeras import checks
 from bigkeras.serving.bounds import KV_CACHE_BUDGET_BYTES, RequestBounds, check_kv_cache
-from bigkeras.serving.signatures import Signature, _detokenize, _pad_id, _ragged_ids, compiling, traced
+from bigkeras.serving.signatures import Signature, _detokenize, _pad_id, _ragged_ids, compiling
 
 
 def teacher_forcing_examples(
@@ -127,8 +127,7 @@ def translate_signatures(
             this bounds the rows. Default 256 MiB.
 
     Returns:
-        ``{"translate": Signature}``, ``traced`` (the decode loop is traced once): input
-        ``source`` string ``(batch,)``; outputs
+        ``{"translate": Signature}``: input ``source`` string ``(batch,)``; outputs
         ``translation`` string ``(batch,)`` and ``translation_ids`` int32
         ``(batch, target_length)`` (the generated ids, 0 after the end token).
 
@@ -174,7 +173,7 @@ def translate_signatures(
         }
 
     resources = (model, tokenizer, target_tokenizer)
-    return traced({"translate": Signature(translate, {"source": source_spec}, {"source": examples}, resources, bounds)})
+    return {"translate": Signature(translate, {"source": source_spec}, {"source": examples}, resources, bounds)}
 
 
 def translate_texts(translate: Signature, texts: Sequence[str], *, batch_size: int) -> np.ndarray:

@@ -115,6 +115,10 @@ def traced(signatures: Mapping[str, Signature]) -> dict[str, Signature]:
     runs, and ``export_saved_model`` reuses that trace instead of tracing again (for
     ``generate``, a while loop over the whole model: seconds). Traced once per mode: the
     executor's, and the XLA one inside ``compiled_model_calls``.
+
+    Call it eagerly first: a tokenizer that builds its TF state on first use in a graph
+    (keras-hub's SentencePiece, or a constant cached by ``detokenize``) would otherwise keep
+    state from the first trace that a later one cannot use.
     """
     import inspect
 
@@ -128,7 +132,10 @@ def traced(signatures: Mapping[str, Signature]) -> dict[str, Signature]:
         def fn(**inputs):
             mode = compiling()
             if mode not in per_mode:
-                per_mode[mode] = tf.function(sig.fn, input_signature=spec, autograph=False)
+                function = tf.function(sig.fn, input_signature=spec, autograph=False)
+                with tf.init_scope():  # traced on its own, not inside the graph of a first caller
+                    function.get_concrete_function()
+                per_mode[mode] = function
             return per_mode[mode](**inputs)
 
         return dataclasses.replace(sig, fn=fn)
@@ -402,8 +409,7 @@ def gpt_signatures(
             holds a ``max_length`` cache, so this bounds the rows. Default 256 MiB.
 
     Returns:
-        ``{"generate": Signature}``, ``traced`` (the decode loop is traced once, not per call
-        shape and again for the export): inputs ``prompt`` string ``(batch,)`` and
+        ``{"generate": Signature}``: inputs ``prompt`` string ``(batch,)`` and
         ``max_new_tokens`` int32 scalar in ``[1, max_length)``; outputs ``completion`` string
         ``(batch,)`` and ``completion_ids`` int32 ``(batch, max_new_tokens)`` (0 after a stop).
         A scalar input means REST clients use the columnar form (``{"inputs": ...}``).
@@ -474,7 +480,7 @@ def gpt_signatures(
     # One max_new_tokens per prompt-width bucket: the XLA loop compiles once per bucket (and row count).
     widths = range(PROMPT_BUCKET, -(-(max_length - 1) // PROMPT_BUCKET) * PROMPT_BUCKET + 1, PROMPT_BUCKET)
     variants = tuple({"max_new_tokens": np.array(max_length - w if w < max_length else 1, np.int32)} for w in widths)
-    return traced({"generate": Signature(generate, inputs, example, (model, tokenizer), bounds, variants)})
+    return {"generate": Signature(generate, inputs, example, (model, tokenizer), bounds, variants)}
 
 
 def default_signatures(model: keras.Model, *, class_names: Sequence[str] | None = None) -> dict[str, Signature]:
