@@ -67,7 +67,7 @@ def test_without_top_predictions_equal(arch, tmp_path):
 )
 def test_with_top_predictions_equal(arch, tmp_path):
     ref = _reference(arch, include_top=True)  # 224x224 (299 for Inception), 1000 classes
-    # In the layout of the published files (the ``.weights.h5`` layout: the tests without the top).
+    # The published files' legacy layout (Keras' own .weights.h5 layout: the tests without the top).
     path = _save(ref, tmp_path / f"{arch.lower()}_weights_tf_dim_ordering_tf_kernels.h5", legacy=True)
     ours = _parity(ref, path, arch, include_top=True, input_shape=None, batch=1)
     assert ours.output_shape == (None, 1000)
