@@ -116,9 +116,11 @@ def traced(signatures: Mapping[str, Signature]) -> dict[str, Signature]:
     ``generate``, a while loop over the whole model: seconds). Traced once per mode: the
     executor's, and the XLA one inside ``compiled_model_calls``.
 
-    Call it eagerly first: a tokenizer that builds its TF state on first use in a graph
-    (keras-hub's SentencePiece, or a constant cached by ``detokenize``) would otherwise keep
-    state from the first trace that a later one cannot use.
+    Only for signatures whose tokenizer keeps no graph state from one trace to the next
+    (``bible_gpt``'s byte-pair tokenizer does not): keras-hub's SentencePiece builds its TF
+    tokenizer inside the first graph that calls it, which a traced call cannot run, and a
+    tokenizer that caches a constant on its first graph call breaks a second trace (the XLA
+    one). The signature factories therefore return untraced signatures.
     """
     import inspect
 
