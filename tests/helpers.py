@@ -209,18 +209,18 @@ def first_layers_of(checkpoint: Path, target: Path, num_layers: int) -> Path:
     import re
     import shutil
 
-    from safetensors import safe_open
-    from safetensors.numpy import save_file
+    from bigkeras.checkpoints.common import read_header, read_tensors
+    from bigkeras.checkpoints.huggingface import CONFIG, WEIGHTS, read_config, write_safetensors
 
-    shutil.copytree(checkpoint, target, ignore=shutil.ignore_patterns("model.safetensors", "config.json", "*.bin"))
-    config = json.loads((checkpoint / "config.json").read_text())
+    config = read_config(checkpoint)
     if not 0 < num_layers <= config["num_hidden_layers"]:
         raise ValueError(f"num_layers must be in 1..{config['num_hidden_layers']}, got {num_layers}")
-    (target / "config.json").write_text(json.dumps({**config, "num_hidden_layers": num_layers}, indent=2))
-    layer = re.compile(r"(^|\.)encoder\.layer\.(\d+)\.")
-    with safe_open(str(checkpoint / "model.safetensors"), "np") as f:
-        kept = {k: f.get_tensor(k) for k in f.keys() if not (m := layer.search(k)) or int(m.group(2)) < num_layers}
-    save_file(kept, str(target / "model.safetensors"), metadata={"format": "pt"})
+    shutil.copytree(checkpoint, target, ignore=shutil.ignore_patterns(WEIGHTS, CONFIG, "*.bin"))
+    (target / CONFIG).write_text(json.dumps({**config, "num_hidden_layers": num_layers}, indent=2))
+    layer = re.compile(r"(^|\.)encoder\.layer\.(\d+)\.")  # the checkpoint's own tensor names
+    kept = {k: info for k, info in read_header(checkpoint / WEIGHTS).items()
+            if not (m := layer.search(k)) or int(m.group(2)) < num_layers}
+    write_safetensors(target / WEIGHTS, read_tensors(checkpoint / WEIGHTS, kept))
     return target
 
 
