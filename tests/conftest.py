@@ -20,7 +20,8 @@ run only the imports of ``verify_child.py`` (Keras and bigkeras unimportable).
 
 Fixtures shared by every file (session-scoped: built once per worker, on first use):
 ``minilm_dir``, ``minilm`` and ``minilm_tokenizer``, the all-MiniLM-L6-v2 checkpoint;
-``minilm_2_layers``, its first two layers; ``reviews_prepared``, the reviews on Beam.
+``minilm_2_layers``, its first two layers; ``reviews_prepared`` and ``bible_prepared``, the
+reviews and the Bible prepared on Beam.
 """
 
 import gc
@@ -197,3 +198,13 @@ def reviews_prepared(tmp_path_factory, minilm_2_layers):
     from tests.helpers import prepare_reviews_on_beam
 
     return prepare_reviews_on_beam(tmp_path_factory.mktemp("reviews"), checkpoint=str(minilm_2_layers))
+
+
+@pytest.fixture(scope="session")
+def bible_prepared(tmp_path_factory):
+    """The Bible splits prepared on Beam with 2 worker processes (``helpers.prepare_bible_on_beam``):
+    tests/test_data_beam.py compares them with bible_gpt's own preparation, and
+    tests/test_recipes_sequence.py trains bible_gpt from them."""
+    from tests.helpers import prepare_bible_on_beam
+
+    return prepare_bible_on_beam(tmp_path_factory.mktemp("bible"))

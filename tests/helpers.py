@@ -202,6 +202,25 @@ def prepare_reviews_on_beam(tmp: Path, checkpoint: str = "all-MiniLM-L6-v2"):
     return reviews, prepare_on_beam(config), tmp / "prepared"
 
 
+def prepare_bible_on_beam(tmp: Path):
+    """The Bible splits as one verse per line, one file per split, prepared on Beam (2 processes)
+    for bible_gpt: a BPE of 512 tokens learned on the training verses, 128-token windows.
+
+    Returns:
+        ``(the Bible Data, the Beam manifest, the prepared folder)``.
+    """
+    from bigkeras import data
+    from bigkeras.data import beam
+
+    bible = data.load("bible")
+    for key in ("train", "validation", "test"):
+        (tmp / f"{key}.txt").write_text("\n".join(bible[key].x) + "\n", encoding="utf-8")
+    config = beam.PrepareConfig(
+        output=str(tmp / "prepared"), splits={k: [str(tmp / f"{k}.txt")] for k in ("train", "validation", "test")},
+        task="gpt", vocabulary="bpe", vocabulary_size=512, sample_size=50_000, sequence_length=128, num_shards=4)
+    return bible, prepare_on_beam(config), tmp / "prepared"
+
+
 def first_layers_of(checkpoint: Path, target: Path, num_layers: int) -> Path:
     """A copy of the Hugging Face BERT directory ``checkpoint`` keeping only its first ``num_layers``
     encoder layers (the published weights of those, its embeddings, pooler and tokenizer files):

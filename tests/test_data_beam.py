@@ -281,20 +281,8 @@ def run_recipe(name: str, tmp: Path, *flags) -> dict:
     return json.loads((tmp / "run" / "results.json").read_text())
 
 
-# reviews_minilm trains from these shards in tests/test_recipes.py's smoke runs (one MiniLM run, not two).
-
-
-@pytest.fixture(scope="module")
-def bible_prepared(tmp_path_factory):
-    """The Bible splits as one verse per line, one file per split, prepared on Beam with a learned BPE."""
-    tmp = tmp_path_factory.mktemp("bible")
-    bible = data.load("bible")
-    for key in ("train", "validation", "test"):
-        (tmp / f"{key}.txt").write_text("\n".join(bible[key].x) + "\n", encoding="utf-8")
-    config = beam.PrepareConfig(
-        output=str(tmp / "prepared"), splits={k: [str(tmp / f"{k}.txt")] for k in ("train", "validation", "test")},
-        task="gpt", vocabulary="bpe", vocabulary_size=512, sample_size=50_000, sequence_length=128, num_shards=4)
-    return bible, prepare_on_beam(config), tmp / "prepared"
+# The recipes train from these shards in their smoke runs (one run of each, not two): reviews_minilm in
+# tests/test_recipes.py, bible_gpt in tests/test_recipes_sequence.py.
 
 
 @pytest.mark.slow
@@ -311,14 +299,6 @@ def test_bible_on_beam_equals_the_recipe_preparation_as_a_set(bible_prepared):
         windows = bits.lm_windows(np.asarray(tokenizer("\n".join(bible[key].x)), np.int32), 128)
         assert manifest["splits"][key]["num_examples"] == len(windows[0])
         assert example_set(path / key, keys) == array_set(*windows), key
-
-
-@pytest.mark.slow
-def test_bible_gpt_trains_from_prepared_shards_and_exports(bible_prepared, tmp_path):
-    _, _, path = bible_prepared
-    results = run_recipe("bible_gpt", tmp_path, "--data", f"tfrecords:{path}")
-    assert results["metric"] == "test_bits_per_byte" and Path(results["export"], "saved_model.pb").is_file()
-    assert "xz_test_bits_per_byte" not in results["details"] and results["details"]["vocabulary_size"] == 512
 
 
 @pytest.mark.slow
