@@ -60,10 +60,7 @@ def test_workers_that_start_apart_find_each_other(tmp_path):
 
     def worker(index, delay):
         time.sleep(delay)
-        try:
-            cluster_config.wait_for_peers(_config(ports, index), deadline=20)
-        except Exception as error:  # noqa: BLE001 - reported below
-            errors.append(error)
+        _wait_or_record(_config(ports, index), 20, errors)
 
     threads = [threading.Thread(target=worker, args=(0, 0.0)), threading.Thread(target=worker, args=(1, 1.5))]
     start = time.monotonic()
@@ -72,6 +69,71 @@ def test_workers_that_start_apart_find_each_other(tmp_path):
     for thread in threads:
         thread.join(30)
     assert errors == [] and time.monotonic() - start < 10
+
+
+def _fake_peer(port):
+    """A listening socket on ``port`` that records what probes say, and never probes back."""
+    import socket
+
+    server = socket.create_server(("127.0.0.1", port))
+    server.settimeout(0.2)
+    said = []
+
+    def accept():
+        while server.fileno() != -1:
+            try:
+                connection, _ = server.accept()
+            except OSError:
+                continue
+            with connection:
+                said.append(connection.recv(256))
+
+    threading.Thread(target=accept, daemon=True).start()
+    return server, said
+
+
+def test_a_worker_keeps_answering_until_every_peer_has_reached_it():
+    """The early worker reaches the late one first; it must not stop answering before the late one
+    has reached it too (it once did: the late worker then never found it)."""
+    import socket
+
+    ports = free_ports(2)
+    server, said = _fake_peer(ports[1])  # worker 1's port answers, but worker 1 has not probed yet
+    errors = []
+    thread = threading.Thread(target=lambda: _wait_or_record(_config(ports, 0), 20, errors))
+    thread.start()
+    try:
+        while not said:
+            time.sleep(0.05)
+        assert said[0] == b"bigkeras-peer worker 0\n"  # worker 0 reached worker 1, and said who it is
+        time.sleep(1.0)
+        assert thread.is_alive()  # still answering: worker 1 has not reached it yet
+        with socket.create_connection(("127.0.0.1", ports[0]), timeout=2) as connection:
+            connection.sendall(b"bigkeras-peer worker 1\n")
+        thread.join(5)
+        assert not thread.is_alive() and errors == []
+    finally:
+        server.close()
+        thread.join(30)
+
+
+def test_a_peer_that_answers_but_never_reaches_this_worker_is_named():
+    ports = free_ports(2)
+    server, _ = _fake_peer(ports[1])
+    try:
+        with pytest.raises(PeersUnreachableError, match=(
+                rf"^worker 1 \(127\.0\.0\.1:{ports[1]}\) answered but never reached this worker \(worker 0, "
+                rf"port {ports[0]}\) within 2 s\. .*BIGKERAS_PEER_DEADLINE")):
+            cluster_config.wait_for_peers(_config(ports, 0), deadline=2)
+    finally:
+        server.close()
+
+
+def _wait_or_record(config, deadline, errors):
+    try:
+        cluster_config.wait_for_peers(config, deadline=deadline)
+    except Exception as error:  # noqa: BLE001 - reported by the test
+        errors.append(error)
 
 
 def test_a_peer_that_never_answers_is_named_within_the_deadline():

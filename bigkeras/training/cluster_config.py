@@ -29,6 +29,8 @@ DEFAULT_PEER_DEADLINE = 180.0  # seconds: time for every worker of a job to star
 DEADLINE_VARIABLE = "BIGKERAS_PEER_DEADLINE"
 _PROBE_TIMEOUT = 1.0
 _PROBE_INTERVAL = 0.25
+_HELLO = "bigkeras-peer "  # a probe's first line: this, then the sender's role and index
+_MAX_HELLO = 256  # bytes read from one probe
 
 
 class TFConfigError(ValueError):
@@ -131,37 +133,53 @@ def peers(config: dict) -> dict[str, str]:
 
 
 def wait_for_peers(config: dict, deadline: float) -> None:
-    """Return once every peer of ``config`` accepts a connection; raise after ``deadline`` s.
+    """Return once every peer of ``config`` accepts a connection and has reached this worker's
+    port in turn; raise after ``deadline`` s.
+
+    Each worker answers on its own port while it waits, and each probe names its sender, so a
+    worker stops answering only once every peer has heard it: a worker that starts late still
+    finds the ones that started early (they do not move on before it reached them).
 
     Args:
         config: a checked ``TF_CONFIG`` (``tf_config()``).
         deadline: float, seconds to wait.
 
     Raises:
-        PeersUnreachableError: naming each peer (role, index and address) that never answered.
+        PeersUnreachableError: naming each peer (role, index and address) that never answered,
+            or that answered but never reached this worker's port.
     """
-    pending = peers(config)
+    others = peers(config)
+    me = f"{config['task']['type']} {config['task'].get('index', 0)}"
     own = config["cluster"][config["task"]["type"]][config["task"].get("index", 0)]
-    end = time.monotonic() + deadline
-    with _answer_probes(split_address(own)[1]):
-        while pending:
-            pending = {name: address for name, address in pending.items() if not _answers(address)}
-            if not pending or time.monotonic() >= end:
+    hello = f"{_HELLO}{me}\n".encode()
+    pending, end = dict(others), time.monotonic() + deadline
+    with _answer_probes(split_address(own)[1]) as heard:
+        while True:
+            pending = {name: address for name, address in pending.items() if not _answers(address, hello)}
+            unheard = {} if heard is None else {n: a for n, a in others.items() if n not in heard}
+            if (not pending and not unheard) or time.monotonic() >= end:
                 break
             time.sleep(_PROBE_INTERVAL)
-    if pending:
-        missing = ", ".join(f"{name} ({address})" for name, address in pending.items())
+    unheard = {name: address for name, address in unheard.items() if name not in pending}
+    if pending or unheard:
+        problems = [f"{len(pending)} of the {len(others)} other workers in TF_CONFIG never answered within "
+                    f"{deadline:g} s: " + ", ".join(f"{name} ({address})" for name, address in pending.items())
+                    ] if pending else []  # fmt: skip
+        if unheard:
+            problems.append(", ".join(f"{name} ({address})" for name, address in unheard.items()) + " answered but "
+                            f"never reached this worker ({me}, port {split_address(own)[1]}) within {deadline:g} s")
         raise PeersUnreachableError(
-            f"{len(pending)} of the {len(peers(config))} other workers in TF_CONFIG never answered within "
-            f"{deadline:g} s: {missing}. Start the same command on every worker with its own TF_CONFIG task, and "
+            f"{'; '.join(problems)}. Start the same command on every worker with its own TF_CONFIG task, and "
             f"check the addresses and the network between them; {DEADLINE_VARIABLE} (seconds) sets the deadline."
         )
 
 
-def _answers(address: str) -> bool:
+def _answers(address: str, hello: bytes) -> bool:
+    """Whether ``address`` accepts a connection; it is told ``hello`` (who is asking)."""
     host, port = split_address(address)
     try:
-        with socket.create_connection((host, port), timeout=_PROBE_TIMEOUT):
+        with socket.create_connection((host, port), timeout=_PROBE_TIMEOUT) as connection:
+            connection.sendall(hello)
             return True
     except OSError:
         return False
@@ -169,28 +187,33 @@ def _answers(address: str) -> bool:
 
 @contextlib.contextmanager
 def _answer_probes(port: int):
-    """Accept (and let go of) connections on ``port`` while the block runs, if the port is free."""
+    """Accept (and let go of) connections on ``port`` while the block runs, if the port is free.
+
+    Yields the set of workers whose probes named them (filled as they arrive), or ``None`` when
+    the port was taken (by this process's own server, or another) and nothing answers here.
+    """
     try:
         server = socket.create_server(("", port), family=socket.AF_INET6, dualstack_ipv6=True, reuse_port=False)
     except (OSError, ValueError):
         try:
             server = socket.create_server(("", port))
-        except OSError:  # taken (by this process's own server, or another): nothing to answer with
-            yield
+        except OSError:
+            yield None
             return
     server.settimeout(_PROBE_INTERVAL)
+    heard: set[str] = set()
     stop = threading.Event()
-    thread = threading.Thread(target=_accept, args=(server, stop), name="bigkeras-peer-answer", daemon=True)
+    thread = threading.Thread(target=_accept, args=(server, stop, heard), name="bigkeras-peer-answer", daemon=True)
     thread.start()
     try:
-        yield
+        yield heard
     finally:
         stop.set()
         thread.join()
         server.close()
 
 
-def _accept(server: socket.socket, stop: threading.Event) -> None:
+def _accept(server: socket.socket, stop: threading.Event, heard: set[str]) -> None:
     while not stop.is_set():
         try:
             connection, _ = server.accept()
@@ -198,9 +221,13 @@ def _accept(server: socket.socket, stop: threading.Event) -> None:
             continue
         with connection:  # wait for the prober to close first, so the port has no TIME_WAIT here
             connection.settimeout(_PROBE_TIMEOUT)
+            received = b""
             with contextlib.suppress(OSError):
-                while connection.recv(64):
-                    pass
+                while len(received) <= _MAX_HELLO and (chunk := connection.recv(64)):
+                    received += chunk
+            line = received.split(b"\n", 1)[0].decode("utf-8", "replace")
+            if line.startswith(_HELLO):
+                heard.add(line[len(_HELLO):])
 
 
 # The cluster from the command line: `--workers HOST:PORT,HOST:PORT --worker-index I`.
