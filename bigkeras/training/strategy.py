@@ -73,7 +73,7 @@ def make_strategy(name: str = "auto", *, cpu_replicas: int = 0, peer_deadline: f
 
     Raises:
         cluster_config.TFConfigError: ``TF_CONFIG`` is malformed (the message shows its form).
-        cluster_config.PeersUnreachableError: a peer never answered within the deadline.
+        cluster_config.PeersUnreachableError: a peer never answered, or never reached this worker, within the deadline.
 
     Both the CPU split and the multi-worker strategy need a runtime that has not run
     anything yet: a program that builds its datasets before ``train()`` calls this first
