@@ -32,7 +32,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from bigkeras import checks
+from bigkeras import checks, private_apis
 from bigkeras.layers.decoder import compiled_cache_writes
 
 SAMPLERS = ("greedy", "top_k", "top_p", "random", "beam")
@@ -184,7 +184,8 @@ def make_generate_fn(
 
     @tf.function(jit_compile=jit_compile)
     def decode(ids, mask):
-        with compiled_cache_writes(jit_compile):  # at trace time: how the cache is written
+        # at trace time: how the cache is written; int8 kernels cast to float before the loop
+        with compiled_cache_writes(jit_compile), int8_kernels_cast_once(model, sampler):
             if start_token_id is None:  # decoder-only: continue the prompt
                 start, start_mask = ids, mask
             else:  # encoder-decoder: the decoder starts from one start token
@@ -202,6 +203,40 @@ def make_generate_fn(
         return decode(ids, mask)
 
     return generate_fn
+
+
+def int8_kernels_cast_once(model: keras.Model, sampler):
+    """While a decode loop is traced: ``model``'s int8 kernels cast to their layers' compute
+    dtype once, where this is entered (before the loop), instead of at every step.
+
+    Keras' int8 layers (``quantize="int8"``: weight-only) cast the int8 kernel inside every call
+    (``matmul(x, kernel)``, then the output divided by the per-channel scale); in a loop that TF's
+    executor runs, that is every kernel cast again for every new token. Inside this scope each
+    such kernel reads as the float tensor cast here (a ``keras.StatelessScope`` holding those
+    values), so each step computes the same numbers (an int8 to float cast is exact) without the
+    casts. A scope also drops variable updates: with a sampler that draws from a
+    ``keras.random.SeedGenerator`` (it advances a variable at every draw), or a model without int8
+    kernels, nothing changes; any other update raises rather than being lost.
+    """
+    kernels = {id(v): (v, layer.compute_dtype) for layer in private_apis.sublayers(model)
+               if getattr(layer, "quantization_mode", None) == "int8" for v in layer.weights if v.dtype == "int8"}
+    if not kernels or any(isinstance(v, keras.random.SeedGenerator) for v in vars(sampler).values()):
+        return contextlib.nullcontext()
+    return _ReadAs({key: tf.cast(v, dtype) for key, (v, dtype) in kernels.items()})
+
+
+class _ReadAs(keras.StatelessScope):
+    """A ``keras.StatelessScope`` in which the variables of ``values`` (``{id(variable): tensor}``)
+    read as those tensors, of any dtype (the base class casts each to its variable's dtype)."""
+
+    def __init__(self, values):
+        super().__init__(initialize_variables=False)
+        self.state_mapping = dict(values)
+
+    def add_update(self, update):
+        variable, _ = update
+        raise RuntimeError(f"Decoding assigned the variable {variable.path!r} while int8 kernels were read as "
+                           "float (int8_kernels_cast_once): the update would be lost.")
 
 
 def make_bucketed_decode(model: keras.Model, *, max_length: int, sampler="greedy", stop_token_ids=None):
@@ -233,7 +268,7 @@ def make_bucketed_decode(model: keras.Model, *, max_length: int, sampler="greedy
 
     @tf.function(jit_compile=True)
     def decode(ids, mask, steps):
-        with compiled_cache_writes(True):
+        with compiled_cache_writes(True), int8_kernels_cast_once(model, sampler):
             cache = adapter.init_cache(ids, mask, buffer)
             return _decode(adapter, sampler, cache, ids, mask, buffer, stop_token_ids, steps=steps)
 

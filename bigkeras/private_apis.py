@@ -68,6 +68,16 @@ def keras_hub_block_parts(layer) -> SimpleNamespace:
     )
 
 
+def sublayers(model) -> list:
+    """Every layer inside ``model``, nested ones included (not ``model`` itself).
+
+    Keras has no public recursive listing (``Model.layers`` is the top level only); its own
+    ``Model.quantize`` walks this list to find the layers it quantizes, and bigkeras finds
+    those layers' int8 kernels through it.
+    """
+    return list(model._flatten_layers(include_self=False, recursive=True))
+
+
 def _keras_symbolic_build():
     import keras
 
@@ -93,6 +103,15 @@ def _keras_hub_blocks():
         keras_hub_block_parts(layer)
 
 
+def _keras_sublayers():
+    import keras
+
+    inner = keras.layers.Dense(1)
+    model = keras.Sequential([keras.Input((2,)), inner])
+    if not any(layer is inner for layer in sublayers(model)):
+        raise LookupError("Layer._flatten_layers(include_self=False, recursive=True) misses a nested layer")
+
+
 def _tensorflow_op_registry():
     from tensorflow.python.framework import op_def_registry
 
@@ -107,6 +126,8 @@ PRIVATE_APIS = (
      "training.faults.PeerWatch (lost-worker detection)", _tensorflow_collectives),
     ("keras_hub TransformerEncoder/Decoder _self_attention_layer, _feedforward_* ...",
      "checkpoints.keras_hub_presets (BERT and GPT-2 presets)", _keras_hub_blocks),
+    ("keras.Layer._flatten_layers(include_self=False, recursive=True)",
+     "generation (int8 kernels cast once per decode)", _keras_sublayers),
     ("tensorflow.python.framework.op_def_registry.get", "serving.verify_child (TF Serving op check)",
      _tensorflow_op_registry),
 )

@@ -122,3 +122,47 @@ def test_seeded_top_p_draws_inside_the_nucleus_and_repeats_itself(model):
     assert set(drawn) <= set(nucleus) and len(set(drawn)) > 1
     with pytest.raises(ValueError, match="`p` must be a number in"):
         SeededTopPSampler(p=1.5)
+
+
+def _int8_casts_in_loop_bodies(fn) -> int:
+    """Cast ops from int8 inside the while loops of ``fn``'s graph (and the functions they call)."""
+    library = {f.signature.name: f for f in fn.get_concrete_function().graph.as_graph_def().library.function}
+
+    def count(name, seen):
+        if name in seen:
+            return 0
+        seen.add(name)
+        nodes = library[name].node_def
+        return (sum(n.op == "Cast" and n.attr["SrcT"].type == tf.int8.as_datatype_enum for n in nodes)
+                + sum(count(a.func.name, seen) for n in nodes for a in n.attr.values() if a.func.name in library))
+
+    bodies = {n.attr["body"].func.name for f in library.values() for n in f.node_def if n.op in ("While", "StatelessWhile")}
+    assert bodies
+    return sum(count(body, set()) for body in bodies)
+
+
+def test_int8_kernels_are_cast_once_before_the_loop_and_decode_the_same_tokens(model):
+    from bigkeras.generation import int8_kernels_cast_once, make_bucketed_decode
+    from bigkeras.serving import deployable
+
+    int8 = deployable(model, quantize="int8")  # weight-only: Keras casts each int8 kernel in every call
+    ids, mask = left_pad(PROMPTS)
+    executor = make_generate_fn(int8, max_length=10, jit_compile=False)
+    out = executor(ids, mask)["token_ids"].numpy()
+    assert _int8_casts_in_loop_bodies(executor) == 0
+    # The same steps as Keras' own int8 layers take them: a greedy loop of whole-model calls.
+    for row, prompt in enumerate(PROMPTS):
+        tokens = list(prompt)  # left-padded to 3 tokens: 7 new ones
+        while len(tokens) < len(prompt) + 7:
+            x = np.array([tokens], np.int32)
+            tokens.append(int(np.argmax(np.asarray(int8({"token_ids": x, "padding_mask": np.ones_like(x)}))[0, -1])))
+        np.testing.assert_array_equal(out[row, 3 - len(prompt):], tokens)
+    xla = make_bucketed_decode(int8, max_length=10)(*left_pad(PROMPTS), tf.constant(7))["token_ids"].numpy()
+    np.testing.assert_array_equal(xla[:, :10], out)
+    # A sampler that advances a SeedGenerator keeps its casts in the loop: the scope would drop its updates.
+    stateful = make_generate_fn(int8, max_length=10, jit_compile=False, sampler=keras_hub.samplers.TopKSampler(k=2))
+    assert _int8_casts_in_loop_bodies(stateful) > 0
+    # Any other variable update inside the scope fails loudly instead of being lost.
+    with pytest.raises(RuntimeError, match="assigned the variable .*would be lost"):
+        with int8_kernels_cast_once(int8, get_sampler("greedy")):
+            int8.weights[-1].assign(int8.weights[-1])
