@@ -40,14 +40,14 @@ RESULT_KEYS = {"recipe", "data", "metric", "value", "wall_seconds", "command", "
 
 
 @pytest.fixture(scope="module")
-def smoke_runs(tmp_path_factory, reviews_prepared, minilm_2_layers):
+def smoke_runs(tmp_path_factory, reviews_prepared, minilm_first_layer):
     """Run every recipe with --smoke; ``{name: (CompletedProcess, run_dir)}`` plus the export dir.
 
     reviews_minilm trains from the Beam-prepared shards of its splits (``--data tfrecords:``,
     issue 25's end-to-end check), so the suite fine-tunes MiniLM once, not twice, and on the
-    checkpoint's first two layers (``minilm_2_layers``: the full one loads in test_checkpoints.py).
+    checkpoint's first layer (``minilm_first_layer``: the full one loads in test_checkpoints.py).
     """
-    minilm = ["--checkpoint", str(minilm_2_layers), "--data", f"tfrecords:{reviews_prepared[2]}"]
+    minilm = ["--checkpoint", str(minilm_first_layer), "--data", f"tfrecords:{reviews_prepared[2]}"]
     flags = {**EXTRA_FLAGS, "reviews_minilm": [*EXTRA_FLAGS["reviews_minilm"], *minilm]}
     return run_recipes_smoke(tmp_path_factory.mktemp("recipes"), RECIPES, via_cli=VIA_CLI, extra_flags=flags)
 

@@ -157,14 +157,14 @@ def test_fashion_mnist_cnn_on_two_hosts_and_a_lost_worker(tmp_path, hosts):  # n
     assert list(cwds[1].iterdir()) == []
 
 
-def test_reviews_minilm_with_lora_on_two_hosts(tmp_path, hosts, minilm_2_layers):  # noqa: F811
+def test_reviews_minilm_with_lora_on_two_hosts(tmp_path, hosts, minilm_first_layer):  # noqa: F811
     """LoRA adapters (rank 2) on two hosts: the chief alone saves them beside its run.
 
-    The checkpoint is all-MiniLM-L6-v2's first 2 of its 6 layers (published weights, its own
+    The checkpoint is the first of all-MiniLM-L6-v2's 6 layers (published weights, its own
     tokenizer and pooling files): the same loading, LoRA, export and verify paths as the full
-    checkpoint, at about a third of the compute for each of the three runs.
+    checkpoint, at a fraction of the compute for each of the three runs.
     """
-    flags = [*FLAGS, "--lora-rank", "2", "--checkpoint", str(minilm_2_layers)]
+    flags = [*FLAGS, "--lora-rank", "2", "--checkpoint", str(minilm_first_layer)]
     with Cluster(tmp_path) as cluster:
         two_workers_match_one_process(tmp_path, hosts, cluster, "reviews_minilm", flags, timeout=600)
     assert (tmp_path / "two" / "run" / "adapters.safetensors").is_file()
