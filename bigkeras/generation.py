@@ -30,7 +30,6 @@ import keras
 import keras_hub
 import numpy as np
 import tensorflow as tf
-from keras import ops
 
 from bigkeras import checks, private_apis
 from bigkeras.layers.decoder import compiled_cache_writes

@@ -24,7 +24,7 @@ from bigkeras import bits, data
 from bigkeras.data import beam
 from bigkeras.data.base import DataFileError
 from tests.cluster import PYTHON
-from tests.helpers import ROOT, SMOKE_EXPORT_FLAGS, prepare_on_beam, write_tsv
+from tests.helpers import ROOT, SMOKE_EXPORT_FLAGS, write_tsv
 
 # Beam worker processes and recipe runs: one unit with the other process-starting tests (tests/conftest.py).
 pytestmark = pytest.mark.processes
