@@ -149,11 +149,11 @@ def wait_for_peers(config: dict, deadline: float) -> None:
             or that answered but never reached this worker's port.
     """
     others = peers(config)
-    me = f"{config['task']['type']} {config['task'].get('index', 0)}"
-    own = config["cluster"][config["task"]["type"]][config["task"].get("index", 0)]
+    role, index = config["task"]["type"], config["task"].get("index", 0)
+    me, port = f"{role} {index}", split_address(config["cluster"][role][index])[1]
     hello = f"{_HELLO}{me}\n".encode()
     pending, end = dict(others), time.monotonic() + deadline
-    with _answer_probes(split_address(own)[1]) as heard:
+    with _answer_probes(port) as heard:
         while True:
             pending = {name: address for name, address in pending.items() if not _answers(address, hello)}
             unheard = {} if heard is None else {n: a for n, a in others.items() if n not in heard}
@@ -167,7 +167,7 @@ def wait_for_peers(config: dict, deadline: float) -> None:
                     ] if pending else []  # fmt: skip
         if unheard:
             problems.append(", ".join(f"{name} ({address})" for name, address in unheard.items()) + " answered but "
-                            f"never reached this worker ({me}, port {split_address(own)[1]}) within {deadline:g} s")
+                            f"never reached this worker ({me}, port {port}) within {deadline:g} s")
         raise PeersUnreachableError(
             f"{'; '.join(problems)}. Start the same command on every worker with its own TF_CONFIG task, and "
             f"check the addresses and the network between them; {DEADLINE_VARIABLE} (seconds) sets the deadline."
