@@ -1,6 +1,7 @@
 """``TF_CONFIG`` checked with an error that names it and shows its form; workers wait for their
 peers with a deadline before building anything, and name the ones that never answered."""
 
+import contextlib
 import json
 import threading
 import time
@@ -113,6 +114,44 @@ def test_a_worker_keeps_answering_until_every_peer_has_reached_it():
             connection.sendall(b"bigkeras-peer worker 1\n")
         thread.join(5)
         assert not thread.is_alive() and errors == []
+    finally:
+        server.close()
+        thread.join(30)
+
+
+def test_a_client_that_trickles_bytes_or_names_a_stranger_does_not_count_or_hold_the_port():
+    """A probe connection is read for at most a second: a client sending a byte at a time does not
+    keep worker 1's probe waiting, and a hello naming a worker not in TF_CONFIG counts for nothing."""
+    import socket
+
+    ports = free_ports(2)
+    server, said = _fake_peer(ports[1])
+    errors = []
+    thread = threading.Thread(target=lambda: _wait_or_record(_config(ports, 0), 20, errors))
+    thread.start()
+    try:
+        waited = time.monotonic()
+        while not said and time.monotonic() - waited < 10:
+            time.sleep(0.05)
+        assert said
+        with socket.create_connection(("127.0.0.1", ports[0]), timeout=2) as stranger:
+            stranger.sendall(b"bigkeras-peer worker 7\n")
+        time.sleep(0.5)
+        assert thread.is_alive()  # a stranger is not worker 1
+
+        def trickle():  # one byte every half second for 10 s, unless the worker lets go first
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", ports[0]), timeout=2) as slow:
+                for _ in range(20):
+                    slow.sendall(b"x")
+                    time.sleep(0.5)
+
+        threading.Thread(target=trickle, daemon=True).start()
+        time.sleep(0.2)  # the trickling connection is the one being read
+        start = time.monotonic()
+        with socket.create_connection(("127.0.0.1", ports[0]), timeout=2) as peer:
+            peer.sendall(b"bigkeras-peer worker 1\n")
+        thread.join(5)
+        assert not thread.is_alive() and errors == [] and time.monotonic() - start < 3
     finally:
         server.close()
         thread.join(30)

@@ -153,7 +153,7 @@ def wait_for_peers(config: dict, deadline: float) -> None:
     me, port = f"{role} {index}", split_address(config["cluster"][role][index])[1]
     hello = f"{_HELLO}{me}\n".encode()
     pending, end = dict(others), time.monotonic() + deadline
-    with _answer_probes(port) as heard:
+    with _answer_probes(port, set(others)) as heard:
         while True:
             pending = {name: address for name, address in pending.items() if not _answers(address, hello)}
             unheard = {} if heard is None else {n: a for n, a in others.items() if n not in heard}
@@ -186,11 +186,13 @@ def _answers(address: str, hello: bytes) -> bool:
 
 
 @contextlib.contextmanager
-def _answer_probes(port: int):
+def _answer_probes(port: int, expected: set[str]):
     """Accept (and let go of) connections on ``port`` while the block runs, if the port is free.
 
-    Yields the set of workers whose probes named them (filled as they arrive), or ``None`` when
-    the port was taken (by this process's own server, or another) and nothing answers here.
+    Yields the set of ``expected`` workers whose probes named them (filled as they arrive), or
+    ``None`` when the port was taken (by this process's own server, or another) and nothing
+    answers here. Each connection is read for at most ``_PROBE_TIMEOUT`` seconds and
+    ``_MAX_HELLO`` bytes, so a client that trickles bytes cannot keep the peers' probes waiting.
     """
     try:
         server = socket.create_server(("", port), family=socket.AF_INET6, dualstack_ipv6=True, reuse_port=False)
@@ -203,7 +205,8 @@ def _answer_probes(port: int):
     server.settimeout(_PROBE_INTERVAL)
     heard: set[str] = set()
     stop = threading.Event()
-    thread = threading.Thread(target=_accept, args=(server, stop, heard), name="bigkeras-peer-answer", daemon=True)
+    thread = threading.Thread(target=_accept, args=(server, stop, heard, expected), name="bigkeras-peer-answer",
+                              daemon=True)
     thread.start()
     try:
         yield heard
@@ -213,21 +216,23 @@ def _answer_probes(port: int):
         server.close()
 
 
-def _accept(server: socket.socket, stop: threading.Event, heard: set[str]) -> None:
+def _accept(server: socket.socket, stop: threading.Event, heard: set[str], expected: set[str]) -> None:
     while not stop.is_set():
         try:
             connection, _ = server.accept()
         except (TimeoutError, OSError):
             continue
         with connection:  # wait for the prober to close first, so the port has no TIME_WAIT here
-            connection.settimeout(_PROBE_TIMEOUT)
-            received = b""
+            received, until = b"", time.monotonic() + _PROBE_TIMEOUT
             with contextlib.suppress(OSError):
-                while len(received) <= _MAX_HELLO and (chunk := connection.recv(64)):
+                while len(received) <= _MAX_HELLO and (left := until - time.monotonic()) > 0:
+                    connection.settimeout(left)
+                    if not (chunk := connection.recv(64)):
+                        break
                     received += chunk
-            line = received.split(b"\n", 1)[0].decode("utf-8", "replace")
-            if line.startswith(_HELLO):
-                heard.add(line[len(_HELLO):])
+            name = received.split(b"\n", 1)[0].decode("utf-8", "replace").removeprefix(_HELLO)
+            if received.startswith(_HELLO.encode()) and name in expected:
+                heard.add(name)
 
 
 # The cluster from the command line: `--workers HOST:PORT,HOST:PORT --worker-index I`.
